@@ -1,0 +1,172 @@
+"""The asynchronous client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Unpack
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from ..errors import ServiceUnavailableError
+from ..types import Info, Response, StreamResponse
+from ..validation import Limits, Parameters
+from ._base import ClientConfig, StreamState, inference_api_url, not_an_event_stream
+from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_info, parse_response
+from ._transport import make_async_http_client, translated
+
+
+class AsyncClient:
+    """Asynchronous client for a text-generation-inference server.
+
+    ``base_url`` is the server's root (``http://host:port``, an Inference Endpoint URL) or ``sim://?knobs`` for
+    the in-process simulator. ``token`` is sent as ``Authorization: Bearer``; ``use_cache`` and
+    ``wait_for_model`` as ``x-use-cache`` / ``x-wait-for-model``. Pass ``http_client`` to use your own
+    ``httpx.AsyncClient`` (it is not closed by this client). ``limits`` (e.g. ``Limits.from_info(await
+    client.info())``) lets client-side validation check the server's limits too. ``compat=True`` posts to the
+    root route (``/``), as the HF Inference API needs.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        cookies: dict[str, str] | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        *,
+        token: str | None = None,
+        use_cache: bool | None = None,
+        wait_for_model: bool | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        limits: Limits | None = None,
+        validate: bool = True,
+        compat: bool = False,
+    ) -> None:
+        self._config = ClientConfig(
+            base_url,
+            headers,
+            timeout,
+            token=token,
+            use_cache=use_cache,
+            wait_for_model=wait_for_model,
+            limits=limits,
+            validate=validate,
+            compat=compat,
+        )
+        self._owns_http = http_client is None
+        self._http = http_client or make_async_http_client(
+            base_url, timeout=self._config.timeout, headers={}, cookies=cookies
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    async def generate(
+        self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
+    ) -> Response:
+        """Generate text for ``prompt``. Keyword parameters are TGI's (see ``GenerateOptions``); a prepared
+        ``parameters`` object may be given instead. Invalid parameters raise ``ValidationError`` unsent."""
+        request = self._config.prepare(prompt, parameters, options, stream=False)
+        with translated():
+            response = await self._http.post(
+                self._config.url + request.path,
+                content=request.content,
+                headers=self._config.headers,
+                timeout=self._config.timeout,
+            )
+        return parse_response(response.status_code, response.headers, response.content)
+
+    def generate_stream(
+        self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
+    ) -> AsyncIterator[StreamResponse]:
+        """Stream tokens as ``StreamResponse`` events; the last one carries ``generated_text`` and ``details``.
+        Parameters are validated now, before anything is sent; errors sent in the stream are raised."""
+        request = self._config.prepare(prompt, parameters, options, stream=True)
+        return self._stream(request)
+
+    async def _stream(self, request: PreparedRequest) -> AsyncIterator[StreamResponse]:
+        state = StreamState()
+        with translated():
+            response_cm = self._http.stream(
+                "POST",
+                self._config.url + request.path,
+                content=request.content,
+                headers=self._config.stream_headers,
+                timeout=self._config.timeout,
+            )
+            response = await response_cm.__aenter__()
+        try:
+            if response.status_code != 200:
+                with translated():
+                    content = await response.aread()
+                raise error_from_response(response.status_code, response.headers, content)
+            with translated(mid_stream=True):
+                try:
+                    async for sse in EventSource(response).aiter_sse():
+                        event = state.feed(sse.data)
+                        if event is not None:
+                            yield event
+                        if state.finished:
+                            break
+                except SSEError as exc:
+                    raise not_an_event_stream(response, await response.aread()) from exc
+            state.finish()
+        finally:
+            await response_cm.__aexit__(None, None, None)
+
+    async def info(self) -> Info:
+        """``GET /info``: model id, limits and version (old and new field names accepted)."""
+        with translated():
+            response = await self._http.get(self._config.url + "/info", headers=self._config.headers)
+        return parse_info(response.status_code, response.headers, response.content)
+
+    async def health(self) -> bool:
+        """``GET /health``: ``True`` when the server is healthy, ``False`` on 503; other answers raise."""
+        with translated():
+            response = await self._http.get(self._config.url + "/health", headers=self._config.headers)
+        if response.is_success:
+            return True
+        error = error_from_response(response.status_code, response.headers, response.content)
+        if isinstance(error, ServiceUnavailableError):
+            return False
+        raise error
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self._config.base_url!r})"
+
+
+class InferenceAPIAsyncClient(AsyncClient):
+    """``AsyncClient`` for a model on the HF Inference API (its compat route). ``base_url`` overrides the API's
+    root (also ``HF_INFERENCE_ENDPOINT``), e.g. for an offline test server."""
+
+    def __init__(
+        self,
+        model_id: str,
+        token: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        *,
+        base_url: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            inference_api_url(model_id, base_url),
+            timeout=timeout,
+            token=token,
+            compat=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.model_id = model_id

@@ -1,0 +1,162 @@
+"""The synchronous client: the same protocol functions as ``AsyncClient``, over ``httpx.Client``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Unpack
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from ..errors import ServiceUnavailableError
+from ..types import Info, Response, StreamResponse
+from ..validation import Limits, Parameters
+from ._base import ClientConfig, StreamState, inference_api_url, not_an_event_stream
+from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_info, parse_response
+from ._transport import make_sync_http_client, translated
+
+
+class Client:
+    """Synchronous client for a text-generation-inference server. Arguments as for ``AsyncClient``;
+    ``http_client`` is an ``httpx.Client``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        cookies: dict[str, str] | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        *,
+        token: str | None = None,
+        use_cache: bool | None = None,
+        wait_for_model: bool | None = None,
+        http_client: httpx.Client | None = None,
+        limits: Limits | None = None,
+        validate: bool = True,
+        compat: bool = False,
+    ) -> None:
+        self._config = ClientConfig(
+            base_url,
+            headers,
+            timeout,
+            token=token,
+            use_cache=use_cache,
+            wait_for_model=wait_for_model,
+            limits=limits,
+            validate=validate,
+            compat=compat,
+        )
+        self._owns_http = http_client is None
+        self._http = http_client or make_sync_http_client(
+            base_url, timeout=self._config.timeout, headers={}, cookies=cookies
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    def generate(
+        self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
+    ) -> Response:
+        """Generate text for ``prompt`` (see ``AsyncClient.generate``)."""
+        request = self._config.prepare(prompt, parameters, options, stream=False)
+        with translated():
+            response = self._http.post(
+                self._config.url + request.path,
+                content=request.content,
+                headers=self._config.headers,
+                timeout=self._config.timeout,
+            )
+        return parse_response(response.status_code, response.headers, response.content)
+
+    def generate_stream(
+        self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
+    ) -> Iterator[StreamResponse]:
+        """Stream tokens (see ``AsyncClient.generate_stream``)."""
+        request = self._config.prepare(prompt, parameters, options, stream=True)
+        return self._stream(request)
+
+    def _stream(self, request: PreparedRequest) -> Iterator[StreamResponse]:
+        state = StreamState()
+        with translated():
+            response_cm = self._http.stream(
+                "POST",
+                self._config.url + request.path,
+                content=request.content,
+                headers=self._config.stream_headers,
+                timeout=self._config.timeout,
+            )
+            response = response_cm.__enter__()
+        try:
+            if response.status_code != 200:
+                with translated():
+                    content = response.read()
+                raise error_from_response(response.status_code, response.headers, content)
+            with translated(mid_stream=True):
+                try:
+                    for sse in EventSource(response).iter_sse():
+                        event = state.feed(sse.data)
+                        if event is not None:
+                            yield event
+                        if state.finished:
+                            break
+                except SSEError as exc:
+                    raise not_an_event_stream(response, response.read()) from exc
+            state.finish()
+        finally:
+            response_cm.__exit__(None, None, None)
+
+    def info(self) -> Info:
+        """``GET /info``."""
+        with translated():
+            response = self._http.get(self._config.url + "/info", headers=self._config.headers)
+        return parse_info(response.status_code, response.headers, response.content)
+
+    def health(self) -> bool:
+        """``GET /health``: ``True`` when healthy, ``False`` on 503; other answers raise."""
+        with translated():
+            response = self._http.get(self._config.url + "/health", headers=self._config.headers)
+        if response.is_success:
+            return True
+        error = error_from_response(response.status_code, response.headers, response.content)
+        if isinstance(error, ServiceUnavailableError):
+            return False
+        raise error
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self._config.base_url!r})"
+
+
+class InferenceAPIClient(Client):
+    """``Client`` for a model on the HF Inference API (see ``InferenceAPIAsyncClient``)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        token: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        *,
+        base_url: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            inference_api_url(model_id, base_url),
+            timeout=timeout,
+            token=token,
+            compat=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.model_id = model_id
