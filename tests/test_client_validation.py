@@ -252,7 +252,7 @@ def test_validate_false_sends_anyway() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({}, D + ".: missing field `inputs`"),
+        ({}, D + "missing field `inputs`"),
         ({"inputs": 3}, D + "inputs: invalid type: integer `3`, expected a string"),
         (
             {"inputs": "x", "parameters": {"details": "yes"}},

@@ -179,7 +179,9 @@ def _describe(value: Any) -> str:
 
 
 def _wire_error(path: str, message: str) -> ValidationError:
-    return ValidationError(f"{DESERIALIZE_PREFIX}{path}: {message}", error_type=None)
+    # serde_path_to_error prints no path for an error at the root ("missing field `inputs`")
+    where = "" if path == "." else f"{path}: "
+    return ValidationError(f"{DESERIALIZE_PREFIX}{where}{message}", error_type=None)
 
 
 def _check_wire_value(path: str, rust: str, value: Any) -> None:
