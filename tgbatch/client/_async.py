@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Unpack
 
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from ..errors import ServiceUnavailableError
 from ..types import Info, Response, StreamResponse
-from ..validation import Limits, Parameters
-from ._base import ClientConfig, StreamState, inference_api_url, not_an_event_stream
-from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_info, parse_response
+from ..validation import Parameters
+from ._base import BaseClient, StreamState, inference_api_url, not_an_event_stream
+from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_health, parse_info, parse_response
 from ._transport import make_async_http_client, translated
 
 
-class AsyncClient:
+class AsyncClient(BaseClient[httpx.AsyncClient]):
     """Asynchronous client for a text-generation-inference server.
 
     ``base_url`` is the server's root (``http://host:port``, an Inference Endpoint URL) or ``sim://?knobs`` for
@@ -28,40 +27,8 @@ class AsyncClient:
     root route (``/``), as the HF Inference API needs.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        headers: Mapping[str, str] | None = None,
-        cookies: dict[str, str] | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        *,
-        token: str | None = None,
-        use_cache: bool | None = None,
-        wait_for_model: bool | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        limits: Limits | None = None,
-        validate: bool = True,
-        compat: bool = False,
-    ) -> None:
-        self._config = ClientConfig(
-            base_url,
-            headers,
-            timeout,
-            token=token,
-            use_cache=use_cache,
-            wait_for_model=wait_for_model,
-            limits=limits,
-            validate=validate,
-            compat=compat,
-        )
-        self._owns_http = http_client is None
-        self._http = http_client or make_async_http_client(
-            base_url, timeout=self._config.timeout, headers={}, cookies=cookies
-        )
-
-    @property
-    def base_url(self) -> str:
-        return self._config.base_url
+    def _make_http(self, base_url: str, cookies: dict[str, str] | None) -> httpx.AsyncClient:
+        return make_async_http_client(base_url, timeout=self._config.timeout, headers={}, cookies=cookies)
 
     async def generate(
         self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
@@ -126,12 +93,7 @@ class AsyncClient:
         """``GET /health``: ``True`` when the server is healthy, ``False`` on 503; other answers raise."""
         with translated():
             response = await self._http.get(self._config.url + "/health", headers=self._config.headers)
-        if response.is_success:
-            return True
-        error = error_from_response(response.status_code, response.headers, response.content)
-        if isinstance(error, ServiceUnavailableError):
-            return False
-        raise error
+        return parse_health(response.status_code, response.headers, response.content)
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -144,9 +106,6 @@ class AsyncClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"AsyncClient({self._config.base_url!r})"
 
 
 class InferenceAPIAsyncClient(AsyncClient):

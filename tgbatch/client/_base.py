@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -91,3 +91,49 @@ def not_an_event_stream(response: httpx.Response, content: bytes) -> ProtocolErr
         status_code=response.status_code,
         body=content.decode("utf-8", "replace"),
     )
+
+
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+
+
+class BaseClient(Generic[H]):
+    """Construction shared by ``Client`` and ``AsyncClient``; they differ only in their I/O."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        cookies: dict[str, str] | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        *,
+        token: str | None = None,
+        use_cache: bool | None = None,
+        wait_for_model: bool | None = None,
+        http_client: H | None = None,
+        limits: Limits | None = None,
+        validate: bool = True,
+        compat: bool = False,
+    ) -> None:
+        self._config = ClientConfig(
+            base_url,
+            headers,
+            timeout,
+            token=token,
+            use_cache=use_cache,
+            wait_for_model=wait_for_model,
+            limits=limits,
+            validate=validate,
+            compat=compat,
+        )
+        self._owns_http = http_client is None
+        self._http: H = http_client if http_client is not None else self._make_http(base_url, cookies)
+
+    def _make_http(self, base_url: str, cookies: dict[str, str] | None) -> H:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._config.base_url!r})"

@@ -192,6 +192,16 @@ def parse_info(status: int, headers: Mapping[str, str], content: bytes) -> Info:
         ) from exc
 
 
+def parse_health(status: int, headers: Mapping[str, str], content: bytes) -> bool:
+    """``/health``: healthy on 2xx, unhealthy on 503 (TGI's failed health check, or a proxy), else raise."""
+    if 200 <= status < 300:
+        return True
+    error = error_from_response(status, headers, content)
+    if isinstance(error, ServiceUnavailableError):
+        return False
+    raise error
+
+
 def parse_stream_event(data: str) -> StreamResponse | None:
     """One SSE ``data`` payload. ``None`` for an OpenAI-style ``[DONE]``; an ``{"error":...}`` event raises
     the mapped error (the HTTP status was 200)."""
@@ -206,9 +216,7 @@ def parse_stream_event(data: str) -> StreamResponse | None:
     try:
         return StreamResponse.model_validate(payload)
     except pydantic.ValidationError as exc:
-        raise ProtocolError(
-            f"A stream event is not a token event: {data[:200]!r}", status_code=200, body=data
-        ) from exc
+        raise ProtocolError(f"A stream event is not a token event: {data[:200]!r}", status_code=200, body=data) from exc
 
 
 # -- errors --------------------------------------------------------------------------------------------------
@@ -280,9 +288,7 @@ def error_from_payload(
         # an in-stream error of a type this client does not know: the stream failed server-side
         return UnknownError(message, status_code=None, error_type=error_type, retryable=True, body=body)
     if status_code == 503 and isinstance(estimated, int | float):
-        return ModelLoadingError(
-            message, status_code=503, error_type=error_type, retry_after=retry_after, body=body
-        )
+        return ModelLoadingError(message, status_code=503, error_type=error_type, retry_after=retry_after, body=body)
     return _error_by_status(status_code, message, retry_after=retry_after, body=body, error_type=error_type)
 
 

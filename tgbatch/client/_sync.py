@@ -2,59 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Unpack
 
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from ..errors import ServiceUnavailableError
 from ..types import Info, Response, StreamResponse
-from ..validation import Limits, Parameters
-from ._base import ClientConfig, StreamState, inference_api_url, not_an_event_stream
-from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_info, parse_response
+from ..validation import Parameters
+from ._base import BaseClient, StreamState, inference_api_url, not_an_event_stream
+from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_health, parse_info, parse_response
 from ._transport import make_sync_http_client, translated
 
 
-class Client:
+class Client(BaseClient[httpx.Client]):
     """Synchronous client for a text-generation-inference server. Arguments as for ``AsyncClient``;
     ``http_client`` is an ``httpx.Client``."""
 
-    def __init__(
-        self,
-        base_url: str,
-        headers: Mapping[str, str] | None = None,
-        cookies: dict[str, str] | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        *,
-        token: str | None = None,
-        use_cache: bool | None = None,
-        wait_for_model: bool | None = None,
-        http_client: httpx.Client | None = None,
-        limits: Limits | None = None,
-        validate: bool = True,
-        compat: bool = False,
-    ) -> None:
-        self._config = ClientConfig(
-            base_url,
-            headers,
-            timeout,
-            token=token,
-            use_cache=use_cache,
-            wait_for_model=wait_for_model,
-            limits=limits,
-            validate=validate,
-            compat=compat,
-        )
-        self._owns_http = http_client is None
-        self._http = http_client or make_sync_http_client(
-            base_url, timeout=self._config.timeout, headers={}, cookies=cookies
-        )
-
-    @property
-    def base_url(self) -> str:
-        return self._config.base_url
+    def _make_http(self, base_url: str, cookies: dict[str, str] | None) -> httpx.Client:
+        return make_sync_http_client(base_url, timeout=self._config.timeout, headers={}, cookies=cookies)
 
     def generate(
         self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
@@ -117,12 +84,7 @@ class Client:
         """``GET /health``: ``True`` when healthy, ``False`` on 503; other answers raise."""
         with translated():
             response = self._http.get(self._config.url + "/health", headers=self._config.headers)
-        if response.is_success:
-            return True
-        error = error_from_response(response.status_code, response.headers, response.content)
-        if isinstance(error, ServiceUnavailableError):
-            return False
-        raise error
+        return parse_health(response.status_code, response.headers, response.content)
 
     def close(self) -> None:
         if self._owns_http:
@@ -135,9 +97,6 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"Client({self._config.base_url!r})"
 
 
 class InferenceAPIClient(Client):

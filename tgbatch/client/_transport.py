@@ -110,9 +110,7 @@ def make_async_http_client(
         base_url = SIM_BASE_URL
     else:
         transport = AiohttpTransport(limits=DEFAULT_LIMITS)
-    return httpx.AsyncClient(
-        base_url=base_url, transport=transport, timeout=timeout, headers=headers, cookies=cookies
-    )
+    return httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout, headers=headers, cookies=cookies)
 
 
 def make_sync_http_client(
@@ -143,9 +141,7 @@ def translate(exc: BaseException, *, mid_stream: bool = False) -> TGIError:
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return RequestTimeoutError(f"Timed out: {message}")
     if isinstance(exc, httpx.UnsupportedProtocol):
-        return TransportError(
-            f"Unsupported URL: {message} (use http://, https:// or sim://)", retryable=False
-        )
+        return TransportError(f"Unsupported URL: {message} (use http://, https:// or sim://)", retryable=False)
     if mid_stream:
         return IncompleteStreamError(f"The stream was cut: {message}", status_code=200)
     return TransportError(f"No answer from the server: {message}")
