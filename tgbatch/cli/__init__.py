@@ -18,7 +18,12 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported for their side effect of adding commands to `app`
-    from . import serve  # noqa: F401
+    from . import (  # noqa: F401
+        run,
+        serve,
+        status,
+        validate,
+    )
 
 
 def main() -> None:

@@ -1,0 +1,169 @@
+"""Benchmark 1: client overhead against one instant `tgbatch serve` process.
+
+Runs N prompts at C concurrent requests through, in turn:
+- `tgbatch run` (the full pipeline: reading, templating, retries, Parquet shards, checkpoint);
+- the `text-generation` AsyncClient with a semaphore and asyncio.gather (what its README suggests);
+- huggingface_hub's AsyncInferenceClient the same way;
+- a raw aiohttp loop posting pre-rendered bodies and discarding the answers (the practical limit in Python).
+Each runs in its own process; the table gives rows/s and that process's CPU seconds per 1,000 rows.
+
+    python benchmarks/client_overhead.py [--rows 20000] [--concurrency 64] [--max-new-tokens 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, run_with_rusage, table, tgbatch_server, write_prompts
+
+TEMPLATE = "Write one sentence about {topic}."
+
+
+def _prompts(path: Path) -> list[str]:
+    return [TEMPLATE.format(topic=json.loads(line)["topic"]) for line in path.open()]
+
+
+async def _gather(call, prompts: list[str], concurrency: int) -> int:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(prompt: str) -> None:
+        async with semaphore:
+            await call(prompt)
+
+    await asyncio.gather(*(one(p) for p in prompts))
+    return len(prompts)
+
+
+async def peer_text_generation(url: str, prompts: list[str], concurrency: int, max_new_tokens: int) -> int:
+    from text_generation import AsyncClient
+
+    client = AsyncClient(url, timeout=600)
+    return await _gather(lambda p: client.generate(p, max_new_tokens=max_new_tokens), prompts, concurrency)
+
+
+async def peer_huggingface_hub(url: str, prompts: list[str], concurrency: int, max_new_tokens: int) -> int:
+    from huggingface_hub import AsyncInferenceClient
+
+    client = AsyncInferenceClient(model=url, timeout=600)
+    n = await _gather(
+        lambda p: client.text_generation(p, max_new_tokens=max_new_tokens, details=True), prompts, concurrency
+    )
+    await client.close()
+    return n
+
+
+async def peer_aiohttp(url: str, prompts: list[str], concurrency: int, max_new_tokens: int) -> int:
+    import aiohttp
+
+    bodies = [
+        json.dumps({"inputs": p, "parameters": {"max_new_tokens": max_new_tokens, "details": True}}).encode()
+        for p in prompts
+    ]
+    queue = iter(bodies)
+    done = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        for body in queue:
+            async with session.post(url + "/generate", data=body, headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                done += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return done
+
+
+PEERS = {
+    "text-generation": peer_text_generation,
+    "huggingface_hub": peer_huggingface_hub,
+    "aiohttp": peer_aiohttp,
+}
+
+
+def run_peer(name: str, url: str, prompts_path: Path, concurrency: int, max_new_tokens: int) -> None:
+    prompts = _prompts(prompts_path)
+    start = time.perf_counter()
+    rows = asyncio.run(PEERS[name](url, prompts, concurrency, max_new_tokens))
+    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - start}))
+
+
+def tgbatch_job(folder: Path, url: str, prompts: Path, concurrency: int, max_new_tokens: int) -> Path:
+    job = folder / "bench.yaml"
+    job.write_text(
+        json.dumps(
+            {
+                "name": "bench",
+                "dataset": {"path": str(prompts), "id_column": "id", "columns": []},
+                "template": "Write one sentence about {{ topic }}.",
+                "parameters": {"max_new_tokens": max_new_tokens},
+                "endpoint": {"url": url, "concurrency": concurrency},
+                "output": {"dir": str(folder / "out"), "details": "summary"},
+            }
+        )
+    )
+    return job
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--only", nargs="*", help="run only these (tgbatch, text-generation, huggingface_hub, aiohttp)")
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--prompts", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer:
+        run_peer(args.peer, args.url, Path(args.prompts), args.concurrency, args.max_new_tokens)
+        return
+
+    names = args.only or ["tgbatch", *PEERS]
+    results: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, tgbatch_server() as url:
+        folder = Path(tmp)
+        prompts = write_prompts(folder / "prompts.jsonl", args.rows)
+        for name in names:
+            if name == "tgbatch":
+                job = tgbatch_job(folder, url, prompts, args.concurrency, args.max_new_tokens)
+                measured = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(job), "--fresh"])
+                seconds = measured.wall_s
+            else:
+                argv = [sys.executable, __file__, "--peer", name, "--url", url, "--prompts", str(prompts)]
+                argv += ["--concurrency", str(args.concurrency), "--max-new-tokens", str(args.max_new_tokens)]
+                measured = run_with_rusage(argv)
+                seconds = json.loads(measured.stdout.strip().splitlines()[-1])["seconds"] if measured.stdout else 0
+            if measured.returncode != 0:
+                print(f"{name} failed ({measured.returncode}):\n{measured.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results[name] = (args.rows / measured.wall_s, measured.cpu_s / args.rows * 1000)
+            print(
+                f"{name}: {args.rows / measured.wall_s:.0f} rows/s over the whole process "
+                f"({args.rows / seconds:.0f} rows/s excluding start-up), {measured.cpu_s:.1f} CPU-s",
+                file=sys.stderr,
+            )
+
+    rows = [[n, f"{r:.0f}", f"{c:.2f}"] for n, (r, c) in results.items()]
+    print(
+        f"\nClient overhead: {args.rows} prompts, {args.concurrency} concurrent, {args.max_new_tokens} new tokens, "
+        f"one instant `tgbatch serve` ({machine()})\n"
+    )
+    print(table(rows, ["client", "rows/s (whole process)", "client CPU-s per 1,000 rows"]))
+    if "tgbatch" in results:
+        ours = results["tgbatch"][0]
+        for name, (rate, _) in results.items():
+            if name != "tgbatch":
+                print(f"tgbatch / {name}: {ours / rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""``tgbatch run JOB``: run (or resume) a batch job."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from ..job.spec import load_job
+from ..pipeline import Prepared, RunControl, RunOptions, RunResult, make_client, prepare, read_token, run_job
+from . import app
+from ._jobs import (
+    EXIT_FAILED_ROWS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliProgress,
+    exit_codes,
+    fail,
+    log,
+    parse_shard,
+    setup_logging,
+)
+
+
+@app.command("run")
+def run_command(
+    job: Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides output.dir).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a spec value: KEY.PATH=VALUE (VALUE read as YAML). Repeatable."),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="Run shard I of N (I/N, 0-based): a stable 1/N of the rows, by row id hash."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Use only the first N input rows.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete this job's earlier output and start over.")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Retry the rows earlier runs recorded in errors/ (moved to retired/)."),
+    ] = False,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0, help="On Ctrl-C/SIGTERM, seconds to let in-flight requests finish.")
+    ] = 30.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every committed shard.")] = False,
+) -> None:
+    """Run a job: read the dataset, render each row's prompt, generate, write Parquet shards.
+
+    Re-running the same command resumes: rows already written are skipped by id. Exit codes: 0 every row
+    succeeded, 3 finished with failed rows (see DIR/errors), 2 bad spec, input, output folder or token
+    (nothing sent, or stopped at the first 401/403/404), 130 interrupted (run it again to resume), 1 internal
+    error.
+    """
+    setup_logging(verbose)
+    shard_ix = parse_shard(shard)
+    if fresh and shard_ix[1] > 1:
+        fail(
+            "--fresh cannot be combined with --shard: every shard shares the output folder, and one shard's "
+            "--fresh would delete the others' results. Delete the folder once before starting the shards"
+        )
+    overrides = list(set_ or [])
+    if output is not None:
+        overrides.append(f"output.dir={output}")
+    with exit_codes():
+        loaded = load_job(job, overrides)
+        for warning in loaded.warnings:
+            log.warning(warning)
+        prepared = prepare(loaded)
+        for note in prepared.notes:
+            log.info(note)
+        options = RunOptions(shard=shard_ix, limit=limit, fresh=fresh, retry_failed=retry_failed, grace_s=grace)
+        client = make_client(loaded.spec.endpoint, read_token(loaded.spec.endpoint))
+        log.info(
+            "job %s: %s -> %s%s",
+            loaded.name,
+            prepared.source.identity.get("path"),
+            loaded.output_dir,
+            f" (shard {shard_ix[0]}/{shard_ix[1]})" if shard_ix[1] > 1 else "",
+        )
+        result = anyio.run(_run, prepared, client, options, grace)
+        code = _report(result, loaded.output_dir)
+    raise typer.Exit(code)
+
+
+async def _run(prepared: Prepared, client: Any, options: RunOptions, grace: float) -> RunResult:
+    control = RunControl()
+    result: RunResult | None = None
+    error: Exception | None = None
+    async with client, anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, control, grace)
+        try:
+            result = await run_job(prepared, client, options=options, progress=CliProgress(), control=control)
+        except Exception as exc:  # re-raised below, outside the task group (which would wrap it in a group)
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    assert result is not None
+    return result
+
+
+async def _watch_signals(control: RunControl, grace: float) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for signum in signals:
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1:
+                log.warning(
+                    "%s: stopping; in-flight requests get up to %gs to finish (signal again to stop now)", name, grace
+                )
+                control.request_stop(f"{name}")
+            else:
+                log.warning("%s again: cancelling the requests in flight", name)
+                control.request_stop(f"{name}", grace_s=0)
+
+
+def _report(result: RunResult, out: Path) -> int:
+    rate = result.ok / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    shown = _shown(out)
+    typer.echo(
+        f"{'interrupted' if result.interrupted else 'done'}: {result.ok} rows generated, {result.failed} failed, "
+        f"{result.retries} retries, {result.generated_tokens} tokens in {result.elapsed_s:.1f}s ({rate:.1f} rows/s)"
+        + (f"; {result.already_done} rows were already written" if result.already_done else "")
+    )
+    typer.echo(f"output: {shown}/data/*.parquet")
+    if result.failed_total:
+        typer.echo(f"failed rows ({result.failed_total}): {shown}/errors/*.parquet (see error_type and message)")
+    typer.echo("load it with:")
+    typer.echo("  from datasets import load_dataset")
+    typer.echo(f'  ds = load_dataset("parquet", data_files="{shown}/data/*.parquet", split="train")')
+    typer.echo(f"progress: tgbatch status {shown}")
+    if result.interrupted:
+        typer.echo("interrupted: run the same command again to resume")
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED_ROWS if result.failed_total else EXIT_OK
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,112 @@
+"""The retry policy of one row's request (tenacity).
+
+Retried: every ``TGIError`` whose ``retryable`` is true (429 overloaded or rate-limited, 503 loading or
+unavailable, 502, 504, 424, 500 incomplete generation, cut streams, connection errors, timeouts). Never retried:
+400, 401, 403, 404, 413, 415, 422, protocol errors. The server's hint (``Retry-After``, ``estimated_time``) is
+honoured up to ``max_wait_s``; otherwise the wait is jittered exponential backoff. A row is given up after
+``attempts`` attempts or when the next wait would pass ``max_elapsed_s``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+
+from ..errors import AuthenticationError, TGIError
+from .spec import RetrySpec
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The job was asked to stop while a row waited to retry: the row stays pending."""
+
+
+class GaveUp(Exception):
+    """A row's request failed for good. ``error`` is the last error, ``attempts`` how many were made."""
+
+    def __init__(self, error: BaseException, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TGIError) and bool(exc.retryable) and not isinstance(exc, AuthenticationError)
+
+
+class RetryPolicy:
+    """Runs a request with retries. ``on_retry(exc)`` is called before each wait; ``stop`` (an event) cuts
+    waits short, raising ``Stopped``."""
+
+    def __init__(
+        self,
+        spec: RetrySpec,
+        *,
+        on_retry: Callable[[BaseException], None] | None = None,
+        stop: anyio.Event | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spec = spec
+        self.on_retry = on_retry
+        self.stop = stop
+        self._rng = rng or random.Random()
+
+    def wait_for(self, attempt: int, exc: BaseException | None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        cap = self.spec.max_wait_s
+        hint = getattr(exc, "retry_after", None)
+        if isinstance(hint, int | float) and hint >= 0:
+            # the server's hint, capped, plus a little jitter so waiting workers do not return in lockstep
+            return min(cap, hint) * (1.0 + 0.1 * self._rng.random())
+        base = min(cap, self.spec.initial_wait_s * (2 ** (attempt - 1)))
+        return base / 2 + self._rng.uniform(0, base / 2)
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.stop is None:
+            await anyio.sleep(seconds)
+            return
+        if self.stop.is_set():
+            raise Stopped()
+        with anyio.move_on_after(seconds):
+            await self.stop.wait()
+            raise Stopped()
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return self.wait_for(state.attempt_number, exc)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        if self.on_retry is not None and state.outcome is not None:
+            exc = state.outcome.exception()
+            if exc is not None:
+                self.on_retry(exc)
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """``(result, attempts)``; raises ``GaveUp`` (chained) when the row fails, ``Stopped`` when stopping."""
+        attempts = 0
+
+        async def counted() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return await fn()
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.spec.attempts) | stop_before_delay(self.spec.max_elapsed_s),
+            wait=self._wait,
+            retry=retry_if_exception(is_retryable),
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            result = await retrying(counted)
+        except (Stopped, AuthenticationError):
+            raise
+        except TGIError as exc:
+            raise GaveUp(exc, attempts) from exc
+        return result, attempts

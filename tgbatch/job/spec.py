@@ -1,0 +1,411 @@
+"""The job spec: a YAML file validated by pydantic models that refuse unknown keys, plus ``--set key.path=value``
+overrides. Every error is a ``SpecError`` whose message names the field, the value given and the fix.
+
+Relative input paths (``dataset.path``, ``template_file``) are resolved against the job file's folder first,
+then the current directory; ``output.dir`` is relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from ..errors import SpecError
+from ..errors import ValidationError as TGIValidationError
+from ..types import U64_MAX
+from ..validation import Limits, Parameters, check_best_of, check_grammar, check_parameters, check_wire
+
+SeedPolicy = Literal["none", "fixed", "per_row", "random"]
+DetailsLevel = Literal["none", "summary", "full"]
+DatasetFormat = Literal["jsonl", "json", "csv", "parquet", "arrow"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SENSITIVE = re.compile(r"auth|token|key|secret|cookie|password|session", re.IGNORECASE)
+_SENSITIVE_QUERY = frozenset(
+    {"api_key", "apikey", "key", "token", "access_token", "auth", "password", "secret", "sig", "signature"}
+)
+REDACTED = "<redacted>"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Where the prompts come from."""
+
+    path: str = Field(
+        description="A local file, a glob, a folder of files, a `datasets.save_to_disk` folder, or a Hub "
+        "dataset id (resolved through the `datasets` cache).",
+        min_length=1,
+    )
+    format: DatasetFormat | None = Field(
+        None, description="jsonl, json (JSON Lines), csv, parquet or arrow. Default: from the file extension."
+    )
+    split: str = Field("train", description="Split of a Hub dataset or of a saved DatasetDict.", min_length=1)
+    config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
+    id_column: str | None = Field(
+        None, description="Column holding a stable unique row id. Default: the row's position in the input."
+    )
+    columns: list[str] | None = Field(
+        None, description="Input columns to carry into the output. Default: all ([] carries none)."
+    )
+    limit: int | None = Field(None, ge=0, description="Use only the first N rows of the input.")
+
+
+class SeedSpec(_Strict):
+    """How each request's sampling seed is chosen."""
+
+    policy: SeedPolicy | None = Field(
+        None,
+        description="none (server chooses; its seed is recorded), fixed (value + sample index), per_row (a u64 "
+        "derived from value, row id and sample index), random (drawn client-side and recorded). Default: "
+        "per_row when sampling, none when greedy or best_of > 1.",
+    )
+    value: int = Field(0, ge=0, le=U64_MAX, description="Base value of the fixed and per_row policies.")
+
+
+class EndpointSpec(_Strict):
+    """The TGI server."""
+
+    url: str = Field(description="http(s)://host:port of a TGI server, or sim://?knob=value for the simulator.")
+    token_env: str = Field(
+        "HF_TOKEN", description="Environment variable holding the bearer token (never written anywhere)."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    timeout_s: float = Field(120.0, gt=0, le=86400, description="Timeout of one request, in seconds.")
+    concurrency: int = Field(8, ge=1, le=4096, description="Requests in flight at once.")
+    wait_for_model: bool | None = Field(None, description="Send x-wait-for-model (HF Inference API).")
+    use_cache: bool | None = Field(None, description="Send x-use-cache (HF Inference API).")
+
+    @model_validator(mode="after")
+    def _check_url(self) -> EndpointSpec:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in ("http", "https", "sim"):
+            raise ValueError(
+                f"must start with http://, https:// or sim:// (got {self.url!r}); e.g. http://localhost:8080"
+            )
+        return self
+
+
+class RetrySpec(_Strict):
+    """Retries of retryable errors (429, 503, 502, 504, 424, 500 incomplete generation, connection errors,
+    timeouts). Never retried: 400, 401, 403, 404, 413, 415, 422."""
+
+    attempts: int = Field(10, ge=1, le=1000, description="Most attempts per row (1 = no retry).")
+    initial_wait_s: float = Field(0.5, ge=0, le=3600, description="First backoff wait, doubled each retry.")
+    max_wait_s: float = Field(60.0, ge=0, le=86400, description="Longest wait between attempts (caps hints).")
+    max_elapsed_s: float = Field(1800.0, gt=0, description="Give a row up after this many seconds of retrying.")
+
+
+class OutputSpec(_Strict):
+    """Where and how results are written."""
+
+    dir: str | None = Field(None, description="Output folder. Default: runs/<job name>.")
+    rows_per_shard: int = Field(1000, ge=1, le=10_000_000, description="Rows per committed Parquet file.")
+    commit_interval_s: float = Field(
+        60.0, gt=0, description="Commit a partial shard after this many seconds (bounds work lost on a crash)."
+    )
+    details: DetailsLevel = Field(
+        "summary",
+        description="none: generated_text and seed; summary: plus finish_reason and generated_tokens; "
+        "full: plus the details struct (tokens, prefill, top_tokens, best_of_sequences).",
+    )
+
+
+class JobSpec(_Strict):
+    """A batch job: run every row of a dataset through a prompt template and a TGI endpoint."""
+
+    name: str | None = Field(None, description="Job name (default: the job file's name without extension).")
+    description: str | None = Field(None, description="Free text, for people.")
+    dataset: DatasetSpec
+    template: str | None = Field(None, description="Jinja2 template over the row's columns (strict).")
+    template_file: str | None = Field(None, description="A file holding the template, instead of `template`.")
+    parameters: Parameters = Field(default_factory=Parameters, description="TGI generate parameters.")
+    seed: SeedSpec = Field(default_factory=SeedSpec)
+    samples: int = Field(1, ge=1, le=10_000, description="Generations per prompt.")
+    endpoint: EndpointSpec
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _check_template(self) -> JobSpec:
+        if (self.template is None) == (self.template_file is None):
+            raise ValueError("give exactly one of `template` (inline text) or `template_file` (a path)")
+        return self
+
+    @property
+    def seed_policy(self) -> SeedPolicy:
+        """The policy in force: the given one, else per_row when sampling, none when greedy or best_of > 1."""
+        if self.seed.policy is not None:
+            return self.seed.policy
+        if (self.parameters.best_of or 1) > 1:
+            return "none"
+        return "per_row" if self.parameters.effectively_sampling else "none"
+
+
+@dataclass(frozen=True)
+class LoadedJob:
+    """A validated spec with what loading resolved: the job file, its name, the template text, input paths."""
+
+    spec: JobSpec
+    name: str
+    template_text: str
+    source: Path | None
+    base_dir: Path
+    output_dir: Path
+    warnings: list[str] = field(default_factory=list)
+
+    def resolve_input(self, path: str) -> Path:
+        """A relative path against the job file's folder, else against the current directory."""
+        p = Path(os.path.expanduser(path))
+        if p.is_absolute():
+            return Path(os.path.normpath(p))
+        first = Path(os.path.normpath(self.base_dir / p))
+        if first.exists() or _has_glob(path):
+            return first
+        second = Path(os.path.normpath(Path.cwd() / p))
+        return second if second.exists() else first
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """The spec as run, for ``job.yaml``: name and seed policy resolved, template inline, no secrets."""
+        data = self.spec.model_dump(mode="json")
+        data["name"] = self.name
+        if Path(self.spec.dataset.path).exists() or self.resolve_input(self.spec.dataset.path).exists():
+            data["dataset"]["path"] = str(self.resolve_input(self.spec.dataset.path))
+        data["template"] = self.template_text
+        data.pop("template_file", None)
+        data["seed"]["policy"] = self.spec.seed_policy
+        data["parameters"] = self.spec.parameters.to_wire()
+        data["output"]["dir"] = str(self.output_dir)
+        endpoint = data["endpoint"]
+        endpoint["url"] = redact_url(endpoint["url"])
+        endpoint["headers"] = {k: (REDACTED if _SENSITIVE.search(k) else v) for k, v in endpoint["headers"].items()}
+        return data
+
+
+def _has_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password and with sensitive-looking query values blanked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    items = []
+    for item in parts.query.split("&") if parts.query else []:
+        key, sep, _ = item.partition("=")
+        items.append(f"{key}{sep}{REDACTED}" if sep and key.lower() in _SENSITIVE_QUERY else item)
+    query = "&".join(items)
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing to hide (and urlunsplit would turn sim://?x into sim:?x)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+# -- loading --------------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``key.path=value`` -> (["key", "path"], value). The value is read as YAML (``3``, ``true``, ``[a, b]``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set parameters.temperature=0.7")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``key.path=value`` set (intermediate mappings are created)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise SpecError(f"--set {text!r}: `{where}` is {child!r}, not a section with keys")
+            node = child
+        node[path[-1]] = value
+        # the two ways of giving the template replace each other
+        if path == ["template"]:
+            data.pop("template_file", None)
+        elif path == ["template_file"]:
+            data.pop("template", None)
+    return data
+
+
+def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> LoadedJob:
+    """Read a job file, apply ``--set`` overrides and validate everything that can be checked offline."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"job file not found: {str(source)!r}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read job file {str(source)!r}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"job file {str(source)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"job file {str(source)!r} must be a mapping of keys (dataset:, template:, ...)")
+    return load_job_data(data, overrides or [], source=source.resolve())
+
+
+def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, source: Path | None = None) -> LoadedJob:
+    """Validate a job given as a mapping (``source`` is the file it came from, for names and paths)."""
+    data = apply_overrides(data, overrides or [])
+    try:
+        spec = JobSpec.model_validate(data)
+    except PydanticValidationError as exc:
+        raise SpecError(_explain(exc)) from None
+    _check_parameters(spec.parameters)
+    _check_seed(spec)
+
+    name = spec.name if spec.name is not None else (source.stem if source is not None else "job")
+    if not _NAME_RE.match(name):
+        hint = "" if spec.name is not None else " (taken from the job file's name; set `name:`)"
+        raise SpecError(f"name: {name!r} is not a valid job name{hint}: use letters, digits, '.', '_' and '-' only")
+    base_dir = source.parent if source is not None else Path.cwd()
+    warnings: list[str] = []
+    if spec.samples > 1 and spec.seed_policy != "random" and not spec.parameters.effectively_sampling:
+        warnings.append(
+            f"samples: {spec.samples} with greedy decoding gives {spec.samples} identical generations per "
+            "prompt; set parameters.do_sample: true (or temperature/top_p) to get different ones"
+        )
+    for key in spec.endpoint.headers:
+        if _SENSITIVE.search(key):
+            warnings.append(
+                f"endpoint.headers.{key} looks like a secret: it is redacted in job.yaml; prefer "
+                f"endpoint.token_env (the token is read from the environment and never written)"
+            )
+    output_dir = Path(os.path.expanduser(spec.output.dir)) if spec.output.dir else Path("runs") / name
+    partial = LoadedJob(spec, name, "", source, base_dir, output_dir.absolute(), warnings)
+    template_text = spec.template if spec.template is not None else _read_template(partial)
+    return LoadedJob(spec, name, template_text, source, base_dir, output_dir.absolute(), warnings)
+
+
+def _read_template(job: LoadedJob) -> str:
+    assert job.spec.template_file is not None
+    path = job.resolve_input(job.spec.template_file)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"template_file: {job.spec.template_file!r}: no such file (looked for {str(path)!r})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"template_file: {job.spec.template_file!r}: cannot read it: {exc}") from None
+
+
+def _check_parameters(p: Parameters) -> None:
+    """The client's own rules, at load time: nothing is sent with parameters TGI would refuse."""
+    if p.best_of is not None and p.best_of < 1:
+        raise SpecError(f"parameters.best_of: {p.best_of} must be >= 1 (or left out)")
+
+    def checks(q: Parameters) -> None:
+        check_wire({"inputs": "x", "parameters": q.to_wire()})
+        check_best_of(q, Limits.unknown())
+        check_parameters(q, Limits.unknown())
+        check_grammar(q, Limits.unknown())
+
+    try:
+        checks(p)
+    except TGIValidationError as exc:
+        culprits = _culprits(p, checks)
+        named = ", ".join(f"parameters.{name}: {getattr(p, name)!r}" for name in culprits) or "parameters"
+        raise SpecError(f"{named}: {exc.message}") from None
+
+
+def _culprits(p: Parameters, checks: typing.Callable[[Parameters], None]) -> list[str]:
+    """The fields whose reset to the default makes the checks pass (the one(s) the error is about)."""
+    found = []
+    for name in sorted(p.model_fields_set):
+        default = Parameters.model_fields[name].get_default(call_default_factory=True)
+        try:
+            checks(p.model_copy(update={name: default}))
+        except TGIValidationError:
+            continue
+        found.append(name)
+    return found
+
+
+def _check_seed(spec: JobSpec) -> None:
+    p = spec.parameters
+    if p.seed is not None:
+        raise SpecError(
+            f"parameters.seed: {p.seed} is set by the seed policy, not by parameters; use "
+            f"`seed: {{policy: fixed, value: {p.seed}}}` (or per_row) instead"
+        )
+    if (p.best_of or 1) > 1 and spec.seed_policy != "none":
+        raise SpecError(
+            f"seed.policy: {spec.seed_policy!r} cannot be used with parameters.best_of: {p.best_of} (TGI refuses a "
+            "seed when best_of > 1 and gives each candidate its own); set seed.policy: none, or best_of: 1"
+        )
+
+
+# -- error messages -------------------------------------------------------------------------------------------
+
+
+def _explain(exc: PydanticValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err["loc"]]
+        where = ".".join(loc) or "(top level)"
+        kind = err["type"]
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            known = _known_keys(loc[:-1])
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            lines.append(f"{where}: unknown key; {hint}known keys here: {', '.join(known)}")
+        elif kind == "missing":
+            lines.append(f"{where}: required but missing")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message} (given: {_short(value)})")
+    return "invalid job spec:\n  " + "\n  ".join(lines)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = JobSpec
+    for part in loc:
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = _model_of(info.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

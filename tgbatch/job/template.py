@@ -1,0 +1,58 @@
+"""The prompt template: Jinja2 over a row's columns, strict about undefined names.
+
+In the template, each column is a variable (``{{ question }}``), ``row`` is the whole row as a mapping (for
+column names that are not identifiers: ``{{ row["my-col"] }}``) and ``row_id`` is the row's id. A single
+trailing newline is dropped (YAML ``|`` blocks end with one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from ..errors import TemplateError
+
+BUILTIN_NAMES = frozenset({"row", "row_id"})
+
+
+class PromptTemplate:
+    """A compiled template. Compile errors and unknown columns are ``TemplateError`` (a ``SpecError``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        try:
+            ast = env.parse(text)
+            self._template = env.from_string(ast)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template: line {exc.lineno}: {exc.message}") from None
+        self.variables = frozenset(meta.find_undeclared_variables(ast))
+        if not text.strip():
+            raise TemplateError("template: is empty; write the prompt, e.g. template: 'Summarize: {{ text }}'")
+
+    @property
+    def uses_whole_row(self) -> bool:
+        return "row" in self.variables
+
+    def columns_used(self) -> set[str]:
+        return set(self.variables - BUILTIN_NAMES)
+
+    def check_columns(self, columns: list[str]) -> None:
+        """Refuse a template naming a column the dataset does not have."""
+        missing = sorted(self.columns_used() - set(columns))
+        if missing:
+            names = ", ".join(f"{{{{ {name} }}}}" for name in missing)
+            raise TemplateError(
+                f"template: uses {names} but the dataset has no such column; its columns are: {', '.join(columns)}"
+            )
+
+    def render(self, row: dict[str, Any], row_id: str) -> str:
+        """The prompt for one row. Raises ``TemplateError`` with the cause when the row cannot be rendered."""
+        context = {"row": row, "row_id": row_id, **row}
+        try:
+            return self._template.render(context)
+        except Exception as exc:  # jinja2 surfaces the template's own errors as any exception type
+            raise TemplateError(f"template: cannot render row {row_id!r}: {type(exc).__name__}: {exc}") from exc
