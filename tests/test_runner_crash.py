@@ -116,7 +116,7 @@ def test_sigkill_at_several_points_then_resume_is_exactly_once(tmp_path: Path) -
 def test_ctrl_c_exits_130_and_resumes(tmp_path: Path) -> None:
     job = _big_job(tmp_path, 3000, url="sim://?decode_ms_per_token=1", rows_per_shard=100)
     out = tmp_path / "out"
-    proc = _start(job, out, "--grace", "5")
+    proc = _start(job, out, "--drain-s", "5")
     _wait_until(proc, lambda: _committed(out) >= 2)
     proc.send_signal(signal.SIGINT)
     code, stdout, stderr = _finish(proc)

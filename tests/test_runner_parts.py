@@ -29,7 +29,7 @@ from tgbatch.errors import (
     ValidationError,
 )
 from tgbatch.job.checkpoint import Checkpoint
-from tgbatch.job.ids import KeySet, in_shard, key_hashes, row_hash, row_hashes
+from tgbatch.job.ids import KeySet, in_shard, row_hash, row_hashes, row_keys
 from tgbatch.job.layout import OutputDir
 from tgbatch.job.reader import iter_rows, open_source
 from tgbatch.job.retry import GaveUp, RetryPolicy, is_retryable
@@ -62,21 +62,22 @@ def test_keyset_membership_and_merging() -> None:
     keys = KeySet()
     added = []
     for _ in range(40):
-        chunk = rng.integers(0, 2**63, size=int(rng.integers(1, 300)), dtype=np.uint64)
+        chunk = rng.integers(0, 2**63, size=(int(rng.integers(1, 300)), 2), dtype=np.uint64)
         keys.add(chunk)
         added.append(chunk)
     everything = np.concatenate(added)
     assert keys.contains(everything).all()
+    assert len(keys) == len(everything)
     assert len(keys._runs) <= 10  # merged, log-structured
-    others = rng.integers(2**63, 2**64 - 1, size=500, dtype=np.uint64)
+    others = rng.integers(2**63, 2**64 - 1, size=(500, 2), dtype=np.uint64)
     assert not keys.contains(others).any()
 
 
-def test_key_hashes_differ_per_sample() -> None:
-    h = row_hashes(["x", "y"])
-    k0 = key_hashes(h, np.zeros(2, dtype=np.uint64))
-    k1 = key_hashes(h, np.ones(2, dtype=np.uint64))
-    assert len(set(k0.tolist()) | set(k1.tolist())) == 4
+def test_row_keys_are_128_bit_and_stable() -> None:
+    k = row_keys(["x", "y", "x"])
+    assert k.shape == (3, 2) and k.dtype == np.uint64
+    assert (k[0] == k[2]).all() and not (k[0] == k[1]).all()
+    assert k[0].tolist() == row_keys(["x"])[0].tolist() == [0xD9CBA6D2C297CD3E, 0x10C541603BC03E2F]
 
 
 # -- seeds --------------------------------------------------------------------------------------------------------
@@ -245,11 +246,11 @@ async def test_retry_policy_retries_then_gives_up() -> None:
     assert len(retried) == 2
 
     async def broken() -> str:
-        raise OverloadedError("busy", status_code=429)
+        raise TransportError("connection refused")
 
     with pytest.raises(GaveUp) as info:
         await policy.call(broken)
-    assert info.value.attempts == 3 and isinstance(info.value.error, OverloadedError)
+    assert info.value.attempts == 3 and isinstance(info.value.error, TransportError)
 
     async def invalid() -> str:
         calls.append(1)
@@ -265,6 +266,37 @@ async def test_retry_policy_retries_then_gives_up() -> None:
 
     with pytest.raises(AuthenticationError):
         await policy.call(unauthorized)
+
+
+@pytest.mark.anyio
+async def test_overload_answers_use_time_not_attempts() -> None:
+    # 429/503 are the server's state: they do not use up the row's attempts, only its max_elapsed_s
+    policy = RetryPolicy(RetrySpec(attempts=2, initial_wait_s=0, max_wait_s=0), pooled=True)
+    answers: list[BaseException | None] = [
+        OverloadedError("Model is overloaded", status_code=429),
+        RateLimitError("Rate limit reached", status_code=429),
+        ModelLoadingError("Model x is currently loading", status_code=503, retry_after=0.0),
+        ServiceUnavailableError("proxy", status_code=503),
+        TransportError("reset"),  # the one charged failure of two allowed
+        None,
+    ]
+
+    async def storm() -> str:
+        error = answers.pop(0)
+        if error is not None:
+            raise error
+        return "ok"
+
+    assert await policy.call(storm) == ("ok", 6)
+
+    always = RetryPolicy(RetrySpec(attempts=2, initial_wait_s=0, max_wait_s=0, max_elapsed_s=0.05), pooled=True)
+
+    async def overloaded() -> str:
+        raise OverloadedError("Model is overloaded", status_code=429)
+
+    with pytest.raises(GaveUp) as info:
+        await always.call(overloaded)
+    assert info.value.attempts > 2 and isinstance(info.value.error, OverloadedError)
 
 
 # -- writer and checkpoint ------------------------------------------------------------------------------------------
@@ -290,7 +322,7 @@ def test_commit_is_atomic_and_checkpoint_reads_it(tmp_path: Path) -> None:
     assert read.schema.field("seed").type == pa.uint64() and read.column("seed")[0].as_py() == 2**64 - 1
 
     cp = Checkpoint.load(out)
-    h = row_hashes(["r0", "r4", "r5", "r9"])
+    h = row_keys(["r0", "r4", "r5", "r9"])
     assert cp.pending(h, 0).tolist() == [False, False, True, True]
     assert cp.pending(h, 1).tolist() == [True, True, True, False]
     assert cp.pending(h, 1, retry_failed=True).tolist() == [True, True, True, True]

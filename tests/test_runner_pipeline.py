@@ -415,6 +415,6 @@ def test_status_of_a_non_output_folder(tmp_path: Path) -> None:
 
 def test_help_texts_list_the_options() -> None:
     text = runner.invoke(app, ["run", "--help"]).output
-    for option in ("--output", "--set", "--shard", "--limit", "--fresh", "--retry-failed", "--grace"):
+    for option in ("--output", "--set", "--shard", "--limit", "--fresh", "--retry-failed", "--drain-s", "--max-runtime", "--max-new-tokens-total"):
         assert option in text
     assert "130" in text and "resumes" in text

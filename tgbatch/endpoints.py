@@ -224,6 +224,16 @@ class EndpointPool:
             endpoint.probe_interval = min(endpoint.probe_interval * 2, self.settings.probe_interval_cap_s)
             endpoint.next_probe = self._clock() + endpoint.probe_interval
 
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.client.aclose()
+
+    async def __aenter__(self) -> EndpointPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     # -- reporting ---------------------------------------------------------------------------------------
 
     def describe(self) -> str:

@@ -3,8 +3,9 @@
 Stages are joined by bounded memory object streams, so a slow server holds the reader back (backpressure) and
 memory stays flat however large the dataset: there are never more than ``concurrency`` requests in flight and
 never one task per row. The writer task alone owns the shard buffers, the commits, the manifest and the progress
-counts. A stop request (Ctrl-C, SIGTERM, a 401) stops admitting rows, gives in-flight requests ``grace_s`` to
-finish, commits what is done and returns; the rows not done stay pending for the next run.
+counts. A stop request (Ctrl-C, SIGTERM, a budget, a 401) stops admitting rows, gives in-flight requests
+``drain_s`` to finish (a second signal cuts that short), commits what is done and returns; the rows not done stay
+pending for the next run.
 
 ``prepare()`` does everything that can fail before a request is sent (open the dataset, compile the template,
 render the first rows, compute the fingerprint); ``run_job()`` checks the output folder and runs.
@@ -26,6 +27,8 @@ import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import __version__
+from .adaptive import AIMDLimit
+from .endpoints import Endpoint, EndpointPool, NoEndpointAvailable
 from .errors import (
     AuthenticationError,
     EndpointError,
@@ -34,6 +37,8 @@ from .errors import (
     ResumeError,
     SpecError,
     TemplateError,
+    TGIError,
+    TransportError,
 )
 from .job.checkpoint import Checkpoint
 from .job.fingerprint import Fingerprint
@@ -42,6 +47,7 @@ from .job.reader import RowBatch, Source, iter_rows, open_source
 from .job.retry import GaveUp, RetryPolicy, Stopped
 from .job.seeds import SeedPolicy
 from .job.spec import EndpointSpec, LoadedJob, redact_url
+from .job.stats import LiveStats, ProgressFile
 from .job.template import PromptTemplate
 from .job.writer import RESERVED_NAMES, CommittedFile, ShardBuffer, commit_table, output_schemas
 from .validation import Parameters
@@ -50,6 +56,9 @@ log = logging.getLogger("tgbatch.job")
 
 MAX_BUFFER_BYTES = 256 * 1024 * 1024
 PREVIEW_ROWS = 3
+#: concurrency: auto starts here when a server does not report max_concurrent_requests
+AUTO_START = 32
+INFO_TIMEOUT_S = 15.0
 
 
 # -- preparation ----------------------------------------------------------------------------------------------
@@ -152,13 +161,15 @@ def _carried_columns(wanted: list[str] | None, names: list[str]) -> tuple[list[t
     return carried, notes
 
 
-def make_client(endpoint: EndpointSpec, token: str | None) -> Any:
-    """The TGI client for the job's endpoint (``token``: read from ``endpoint.token_env`` by the caller)."""
+def make_client(endpoint: EndpointSpec, token: str | None, url: str | None = None) -> Any:
+    """The TGI client for one of the job's endpoints (``url``, default the first; ``token``: read from
+    ``endpoint.token_env`` by the caller)."""
     from .client import AsyncClient
 
+    url = url if url is not None else endpoint.urls[0]
     try:
         return AsyncClient(
-            endpoint.url,
+            url,
             headers=dict(endpoint.headers) or None,
             timeout=endpoint.timeout_s,
             token=token,
@@ -167,6 +178,43 @@ def make_client(endpoint: EndpointSpec, token: str | None) -> Any:
         )
     except SpecError as exc:  # a sim:// URL with an unknown or invalid option
         raise SpecError(f"endpoint.url: {exc}") from None
+
+
+def make_pool(endpoint: EndpointSpec, token: str | None) -> EndpointPool:
+    """An endpoint pool over every URL of the job (its limits are set from /info by ``run_job``)."""
+    return EndpointPool([_endpoint(endpoint, url, make_client(endpoint, token, url)) for url in endpoint.urls])
+
+
+def _endpoint(spec: EndpointSpec, url: str, client: Any) -> Endpoint:
+    if spec.concurrency == "auto":
+        limit = AIMDLimit(initial=min(AUTO_START, spec.max_concurrency), max_limit=spec.max_concurrency)
+    else:
+        limit = AIMDLimit(initial=spec.concurrency, min_limit=spec.concurrency, max_limit=spec.concurrency)
+    return Endpoint(url=redact_url(url), client=client, limit=limit)
+
+
+async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
+    """With ``concurrency: auto``, start each endpoint at the server's ``max_concurrent_requests`` (beyond it
+    TGI answers 429) and never exceed it. A server without /info keeps the default start and adapts."""
+    if spec.concurrency != "auto":
+        return
+
+    async def one(endpoint: Endpoint) -> None:
+        try:
+            with anyio.fail_after(INFO_TIMEOUT_S):
+                info = await endpoint.client.info()
+        except (TGIError, TimeoutError) as exc:
+            log.info("%s: /info did not answer (%s); concurrency starts at %d", endpoint.url, exc, endpoint.limit.limit)
+            return
+        if info.max_concurrent_requests:
+            cap = max(1, min(spec.max_concurrency, info.max_concurrent_requests))
+            endpoint.limit.max_limit = cap
+            endpoint.limit.limit = cap
+        log.info("%s: %s, concurrency starts at %d", endpoint.url, info.model_id, endpoint.limit.limit)
+
+    async with anyio.create_task_group() as tg:
+        for endpoint in pool.endpoints:
+            tg.start_soon(one, endpoint)
 
 
 def read_token(endpoint: EndpointSpec) -> str | None:
@@ -204,16 +252,23 @@ class RunOptions:
     limit: int | None = None  # overrides dataset.limit when set
     fresh: bool = False
     retry_failed: bool = False
-    grace_s: float = 30.0
+    drain_s: float = 30.0
+    max_runtime_s: float | None = None
+    max_new_tokens_total: int | None = None
 
 
 class RunControl:
-    """Lets the caller (the CLI's signal handler) stop a running job gracefully."""
+    """Lets the caller (the CLI's signal handler), a budget or a fatal answer stop a running job.
+
+    ``request_stop`` stops admitting rows and lets in-flight requests drain; ``now=True`` (a second signal)
+    cancels them at once. Either way the writer commits what is done, so the output stays valid and resumable.
+    """
 
     def __init__(self) -> None:
         self._event: anyio.Event | None = None
+        self._now: anyio.Event | None = None
         self.reason: str | None = None
-        self.grace_s: float | None = None
+        self.kind: str | None = None  # "signal" | "budget" | "fatal"
         self.fatal: BaseException | None = None
 
     @property
@@ -223,20 +278,26 @@ class RunControl:
         return self._event
 
     @property
+    def now(self) -> anyio.Event:
+        if self._now is None:
+            self._now = anyio.Event()
+        return self._now
+
+    @property
     def stopping(self) -> bool:
         return self._event is not None and self._event.is_set()
 
-    def request_stop(self, reason: str = "interrupted", grace_s: float | None = None) -> None:
+    def request_stop(self, reason: str = "interrupted", *, kind: str = "signal", now: bool = False) -> None:
         if self.reason is None:
-            self.reason = reason
-        if grace_s is not None:
-            self.grace_s = grace_s if self.grace_s is None else min(self.grace_s, grace_s)
+            self.reason, self.kind = reason, kind
         self.event.set()
+        if now:
+            self.now.set()
 
     def fail(self, error: BaseException) -> None:
         if self.fatal is None:
             self.fatal = error
-        self.request_stop("the endpoint refused the request", grace_s=0)
+        self.request_stop("the endpoint refused the request", kind="fatal", now=True)
 
 
 @dataclass
@@ -250,14 +311,31 @@ class RunResult:
     generated_tokens: int = 0
     elapsed_s: float = 0.0
     interrupted: bool = False
+    #: why the run stopped before the end: "signal" or "budget" (None when it ran to the end)
+    stop_kind: str | None = None
+    stop_reason: str | None = None
     complete: bool = False
     rows_selected: int | None = None
+    #: the final live-stats snapshot (what summary.json holds)
+    summary: dict[str, Any] | None = None
     files: list[CommittedFile] = field(default_factory=list)
 
     @property
     def failed_total(self) -> int:
         """Failed rows in this shard's output, this run's and earlier runs'."""
         return self.failed + self.already_failed
+
+
+@dataclass
+class _Attempt:
+    """What one row's attempts learned: where it last failed (retried elsewhere), who answered, how fast."""
+
+    failed_on: Endpoint | None = None
+    endpoint: str | None = None
+    latency: float = 0.0
+
+    def reset(self) -> None:
+        self.failed_on, self.endpoint, self.latency = None, None, 0.0
 
 
 @dataclass
@@ -291,7 +369,7 @@ def _unwrap(group: BaseExceptionGroup) -> BaseException:
 
 async def run_job(
     prepared: Prepared,
-    client: Generator,
+    client: EndpointPool | Generator,
     *,
     options: RunOptions | None = None,
     progress: ProgressSink | None = None,
@@ -302,9 +380,15 @@ async def run_job(
     options = options or RunOptions()
     progress = progress or ProgressSink()
     control = control or RunControl()
+    spec = prepared.job.spec.endpoint
+    if isinstance(client, EndpointPool):
+        pool = client
+    else:  # one caller-made client (tests, embedding): a pool of one
+        pool = EndpointPool([_endpoint(spec, getattr(client, "base_url", spec.urls[0]), client)])
     out = OutputDir(prepared.job.output_dir, options.shard)
     with out.locked():
-        runner = _Runner(prepared, client, out, options, progress, control)
+        await calibrate(pool, spec)
+        runner = _Runner(prepared, pool, out, options, progress, control)
         await anyio.to_thread.run_sync(runner.open_output)
         try:
             return await runner.run()
@@ -318,7 +402,7 @@ class _Runner:
     def __init__(
         self,
         prepared: Prepared,
-        client: Generator,
+        pool: EndpointPool,
         out: OutputDir,
         options: RunOptions,
         progress: ProgressSink,
@@ -326,13 +410,12 @@ class _Runner:
     ) -> None:
         self.p = prepared
         self.spec = prepared.job.spec
-        self.client = client
+        self.pool = pool
         self.out = out
         self.options = options
         self.progress = progress
         self.control = control
         self.result = RunResult(output_dir=out.root)
-        self.endpoint = redact_url(self.spec.endpoint.url)
         self.limit = options.limit if options.limit is not None else self.spec.dataset.limit
         self.checkpoint = Checkpoint.empty()
         self.files: list[CommittedFile] = []
@@ -341,6 +424,7 @@ class _Runner:
         self.reader_done = False
         self.rows_selected = 0
         self.inflight: set[anyio.CancelScope] = set()
+        self._drained = anyio.Event()
 
     # -- the output folder (in a worker thread) ---------------------------------------------------------------
 
@@ -418,8 +502,17 @@ class _Runner:
     # -- the task group -------------------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        spec = self.spec
-        concurrency = spec.endpoint.concurrency
+        # enough workers for every endpoint at its largest limit; the pool holds back those beyond the current one
+        concurrency = sum(e.limit.max_limit for e in self.pool.endpoints)
+        self.stats = LiveStats(
+            already_done=self.result.already_done,
+            already_failed=self.result.already_failed,
+            job=self.p.job.name,
+            shard=self.options.shard,
+            in_flight=lambda: sum(e.in_flight for e in self.pool.endpoints),
+            endpoints=self.pool.stats,
+        )
+        self.progress_file = ProgressFile(self.stats, self.out.root, self.options.shard)
         self.progress.start(
             total=None, already_done=self.result.already_done, already_failed=self.result.already_failed
         )
@@ -430,7 +523,11 @@ class _Runner:
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._count_total)
-            tg.start_soon(self._watch_stop, tg.cancel_scope)
+            tg.start_soon(self._watch_stop)
+            if self.options.max_runtime_s is not None:
+                tg.start_soon(self._runtime_budget, self.options.max_runtime_s)
+            if len(self.pool.endpoints) > 1:
+                tg.start_soon(self.pool.probe_forever)
             async with anyio.create_task_group() as stages:
                 stages.start_soon(self._read, batches_send)
                 stages.start_soon(self._render, batches_recv, work_send, results_send.clone())
@@ -443,6 +540,8 @@ class _Runner:
         if self.control.fatal is not None:
             raise _endpoint_error(self.control.fatal) from self.control.fatal
         self.result.interrupted = self.control.stopping
+        self.result.stop_kind = self.control.kind
+        self.result.stop_reason = self.control.reason
         self.result.files = list(self.files)
         self.result.elapsed_s = time.monotonic() - self.started
         return self.result
@@ -457,23 +556,30 @@ class _Runner:
         shards = self.options.shard[1]
         per_shard = rows if shards == 1 else math.ceil(rows / shards)
         prior = self.result.already_done + self.result.already_failed
-        self.progress.set_total(max(0, per_shard * self.spec.samples - prior))
+        total = max(0, per_shard * self.spec.samples - prior)
+        self.progress.set_total(total)
+        self.stats.set_total(total)
 
-    async def _watch_stop(self, scope: anyio.CancelScope) -> None:
+    async def _watch_stop(self) -> None:
         await self.control.event.wait()
         self.progress.stopping(self.control.reason or "stopping")
-        grace = self.control.grace_s if self.control.grace_s is not None else self.options.grace_s
-        with anyio.move_on_after(grace):
-            while self.inflight:
-                await anyio.sleep(0.05)
+        with anyio.move_on_after(self.options.drain_s):
+            async with anyio.create_task_group() as tg:
+
+                async def until(event: anyio.Event) -> None:
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until, self._drained)
+                tg.start_soon(until, self.control.now)
+                if not self.inflight:
+                    self._drained.set()
         for cancel in list(self.inflight):
             cancel.cancel()
-        # a later, shorter grace (a second Ctrl-C) cuts the wait short
-        while True:
-            await anyio.sleep(0.05)
-            if self.control.grace_s == 0:
-                for cancel in list(self.inflight):
-                    cancel.cancel()
+
+    async def _runtime_budget(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        self.control.request_stop(f"--max-runtime reached ({seconds:g}s)", kind="budget")
 
     async def _read(self, send: MemoryObjectSendStream[RowBatch]) -> None:
         rows = iter_rows(
@@ -528,7 +634,12 @@ class _Runner:
         recv: MemoryObjectReceiveStream[_Work],
         send: MemoryObjectSendStream[tuple[bool, dict[str, Any], int]],
     ) -> None:
-        policy = RetryPolicy(self.spec.retry, on_retry=self._on_retry, stop=self.control.event)
+        current = _Attempt()  # the row this worker is on: its retries are counted against its endpoint
+
+        def on_retry(error: BaseException) -> None:
+            self._on_retry(error, current.failed_on)
+
+        policy = RetryPolicy(self.spec.retry, on_retry=on_retry, stop=self.control.event, pooled=True)
         async with recv, send:
             async for item in recv:
                 if self.control.stopping:
@@ -537,27 +648,48 @@ class _Runner:
                 with anyio.CancelScope() as scope:
                     self.inflight.add(scope)
                     try:
-                        outcome = await self._process(item, policy)
+                        outcome = await self._process(item, policy, current)
                     finally:
                         self.inflight.discard(scope)
+                        if self.control.stopping and not self.inflight:
+                            self._drained.set()
                 if outcome is not None:
                     await send.send(outcome)
 
-    def _on_retry(self, error: BaseException) -> None:
+    def _on_retry(self, error: BaseException, endpoint: Endpoint | None) -> None:
         self.result.retries += 1
         self.progress.retry(error)
+        self.stats.retry(error, endpoint.url if endpoint is not None else None)
 
-    async def _process(self, item: _Work, policy: RetryPolicy) -> tuple[bool, dict[str, Any], int] | None:
+    async def _process(
+        self, item: _Work, policy: RetryPolicy, state: _Attempt
+    ) -> tuple[bool, dict[str, Any], int] | None:
         seed = self.p.seeds.seed_for(item.row_id, item.sample)
         params = self.p.parameters.model_copy(update={"seed": seed})
-        last = [0.0]
+        deadline = time.monotonic() + self.spec.retry.max_elapsed_s
+        state.reset()
 
         async def attempt() -> Any:
+            try:
+                endpoint = await self.pool.acquire(avoid=state.failed_on, deadline=deadline)
+            except NoEndpointAvailable as exc:
+                raise TransportError(f"no endpoint could take the request in time: {exc}", retryable=False) from exc
+            state.endpoint = endpoint.url
             t0 = time.perf_counter()
             try:
-                return await self.client.generate(item.prompt, parameters=params)
-            finally:
-                last[0] = time.perf_counter() - t0
+                response = await endpoint.client.generate(item.prompt, parameters=params)
+            except TGIError as exc:
+                state.latency = time.perf_counter() - t0
+                self.pool.release_failure(endpoint, exc)
+                # the retry goes elsewhere when it can; an overloaded endpoint is paused by the pool anyway
+                state.failed_on = endpoint
+                raise
+            except BaseException:
+                self.pool.release_cancelled(endpoint)
+                raise
+            state.latency = time.perf_counter() - t0
+            self.pool.release_success(endpoint, state.latency, _tokens(response))
+            return response
 
         try:
             response, attempts = await policy.call(attempt)
@@ -571,12 +703,23 @@ class _Runner:
                 self.control.fail(gave_up.error)
                 return None
             record = self._error_record(
-                item.row_id, item.sample, item.prompt, item.row, gave_up.error, gave_up.attempts, last[0], seed
+                item.row_id,
+                item.sample,
+                item.prompt,
+                item.row,
+                gave_up.error,
+                gave_up.attempts,
+                state.latency,
+                seed,
+                state.endpoint,
             )
             return False, record, 0
-        return True, self._data_record(item, response, attempts, last[0], seed), _tokens(response)
+        record = self._data_record(item, response, attempts, state.latency, seed, state.endpoint)
+        return True, record, _tokens(response)
 
-    def _data_record(self, item: _Work, response: Any, attempts: int, latency: float, seed: int | None) -> dict:
+    def _data_record(
+        self, item: _Work, response: Any, attempts: int, latency: float, seed: int | None, endpoint: str | None
+    ) -> dict:
         details = response.details
         level = self.spec.output.details
         record: dict[str, Any] = {
@@ -587,7 +730,7 @@ class _Runner:
             "seed": seed if seed is not None else (details.seed if details is not None else None),
             "attempts": attempts,
             "latency_s": latency,
-            "endpoint": self.endpoint,
+            "endpoint": endpoint,
         }
         if details is not None and level != "none":
             record["finish_reason"] = details.finish_reason.value
@@ -608,6 +751,7 @@ class _Runner:
         attempts: int,
         latency: float,
         seed: int | None = None,
+        endpoint: str | None = None,
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "row_id": row_id,
@@ -619,7 +763,7 @@ class _Runner:
             "message": getattr(error, "message", None) or str(error),
             "attempts": attempts,
             "latency_s": latency,
-            "endpoint": self.endpoint,
+            "endpoint": endpoint,
             "seed": seed,
         }
         for src, dst in self.p.carried:
@@ -644,22 +788,27 @@ class _Runner:
             seq += 1
             self.progress.committed(committed)
 
+        # wake at least every progress interval, so progress.json stays fresh while rows are slow to come
+        tick = min(interval, self.progress_file.interval_s)
         try:
+            await self.progress_file.maybe_write_async()
             async with recv:
                 while True:
                     item = None
-                    with anyio.move_on_after(interval):
+                    with anyio.move_on_after(tick):
                         try:
                             item = await recv.receive()
                         except anyio.EndOfStream:
                             break
                     if item is not None:
                         ok, record, tokens = item
+                        self.stats.row_done(ok, tokens, record["latency_s"], record["endpoint"], record["attempts"])
                         size = len(record.get("generated_text") or "") + len(record.get("prompt") or "") + 64
                         if ok:
                             data.add(record, size)
                             self.result.ok += 1
                             self.result.generated_tokens += tokens
+                            self._check_token_budget()
                         else:
                             errors.add(record, size)
                             self.result.failed += 1
@@ -671,6 +820,7 @@ class _Runner:
                     stale = first_pending is not None and time.monotonic() - first_pending >= interval
                     if full or stale:
                         await commit()
+                    await self.progress_file.maybe_write_async()
         finally:
             with anyio.CancelScope(shield=True):
                 await commit()
@@ -678,6 +828,25 @@ class _Runner:
                 self.result.complete = complete
                 self.result.rows_selected = self.rows_selected if self.reader_done else None
                 await anyio.to_thread.run_sync(lambda: self.write_manifest(complete=complete))
+                state, reason = self._final_state(complete)
+                self.result.summary = await self.progress_file.write_final_async(state, reason)
+
+    def _final_state(self, complete: bool) -> tuple[str, str | None]:
+        control = self.control
+        if control.fatal is not None:
+            return "failed", control.reason
+        if control.kind == "budget":
+            return "budget", control.reason
+        if control.stopping:
+            return "interrupted", control.reason
+        if complete:
+            return "finished", None
+        return "failed", "the run ended before its input did"
+
+    def _check_token_budget(self) -> None:
+        budget = self.options.max_new_tokens_total
+        if budget is not None and self.result.generated_tokens >= budget and not self.control.stopping:
+            self.control.request_stop(f"--max-new-tokens-total reached ({budget} tokens)", kind="budget")
 
     def _commit(self, tables: list[tuple[str, pa.Table | None]], seq: int) -> list[CommittedFile]:
         committed = []

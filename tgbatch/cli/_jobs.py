@@ -21,6 +21,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_FAILED_ROWS = 3
+EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("tgbatch.cli")
@@ -63,6 +64,23 @@ def exit_codes() -> Iterator[None]:
         typer.echo("internal error (please report it, with this traceback):", err=True)
         typer.echo(traceback.format_exc(), err=True)
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``90``, ``90s``, ``30m``, ``8h``, ``1d`` -> seconds."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:])
+    number = value[:-1] if unit is not None else value
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        fail(f"{flag} {text!r}: expected a positive duration such as 3600, 90m, 8h or 1d")
+    return seconds
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import typer
 
+from ..endpoints import EndpointPool
 from ..job.spec import load_job
-from ..pipeline import Prepared, RunControl, RunOptions, RunResult, make_client, prepare, read_token, run_job
+from ..job.stats import format_summary
+from ..pipeline import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
 from . import app
 from ._jobs import (
+    EXIT_BUDGET,
     EXIT_FAILED_ROWS,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -20,6 +23,7 @@ from ._jobs import (
     exit_codes,
     fail,
     log,
+    parse_duration,
     parse_shard,
     setup_logging,
 )
@@ -43,17 +47,38 @@ def run_command(
         bool,
         typer.Option("--retry-failed", help="Retry the rows earlier runs recorded in errors/ (moved to retired/)."),
     ] = False,
-    grace: Annotated[
-        float, typer.Option("--grace", min=0, help="On Ctrl-C/SIGTERM, seconds to let in-flight requests finish.")
+    drain_s: Annotated[
+        float,
+        typer.Option(
+            "--drain-s",
+            "--grace",
+            min=0,
+            help="On Ctrl-C/SIGTERM or a budget: seconds to let in-flight requests finish (a second signal stops "
+            "at once).",
+        ),
     ] = 30.0,
+    max_runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--max-runtime",
+            help="Stop (resumably, exit 4) after this long: seconds, or a duration such as 90m, 8h, 1d.",
+        ),
+    ] = None,
+    max_new_tokens_total: Annotated[
+        int | None,
+        typer.Option(
+            "--max-new-tokens-total", min=1, help="Stop (resumably, exit 4) once this run has generated N tokens."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every committed shard.")] = False,
 ) -> None:
     """Run a job: read the dataset, render each row's prompt, generate, write Parquet shards.
 
     Re-running the same command resumes: rows already written are skipped by id. Exit codes: 0 every row
-    succeeded, 3 finished with failed rows (see DIR/errors), 2 bad spec, input, output folder or token
-    (nothing sent, or stopped at the first 401/403/404), 130 interrupted (run it again to resume), 1 internal
-    error.
+    succeeded, 3 finished with failed rows (see DIR/errors), 4 stopped at --max-runtime or
+    --max-new-tokens-total (run it again to resume), 2 bad spec, input, output folder or token (nothing sent,
+    or stopped at the first 401/403/404), 130 interrupted by Ctrl-C or SIGTERM (run it again to resume), 1
+    internal error.
     """
     setup_logging(verbose)
     shard_ix = parse_shard(shard)
@@ -72,8 +97,16 @@ def run_command(
         prepared = prepare(loaded)
         for note in prepared.notes:
             log.info(note)
-        options = RunOptions(shard=shard_ix, limit=limit, fresh=fresh, retry_failed=retry_failed, grace_s=grace)
-        client = make_client(loaded.spec.endpoint, read_token(loaded.spec.endpoint))
+        options = RunOptions(
+            shard=shard_ix,
+            limit=limit,
+            fresh=fresh,
+            retry_failed=retry_failed,
+            drain_s=drain_s,
+            max_runtime_s=parse_duration(max_runtime, "--max-runtime") if max_runtime is not None else None,
+            max_new_tokens_total=max_new_tokens_total,
+        )
+        pool = make_pool(loaded.spec.endpoint, read_token(loaded.spec.endpoint))
         log.info(
             "job %s: %s -> %s%s",
             loaded.name,
@@ -81,19 +114,22 @@ def run_command(
             loaded.output_dir,
             f" (shard {shard_ix[0]}/{shard_ix[1]})" if shard_ix[1] > 1 else "",
         )
-        result = anyio.run(_run, prepared, client, options, grace)
+        result = anyio.run(_run, prepared, pool, options)
+        # everything is committed: a late signal must not turn this run's exit code into a kill
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         code = _report(result, loaded.output_dir)
     raise typer.Exit(code)
 
 
-async def _run(prepared: Prepared, client: Any, options: RunOptions, grace: float) -> RunResult:
+async def _run(prepared: Prepared, pool: EndpointPool, options: RunOptions) -> RunResult:
     control = RunControl()
     result: RunResult | None = None
     error: Exception | None = None
-    async with client, anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, control, grace)
+    async with pool, anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, control, options.drain_s)
         try:
-            result = await run_job(prepared, client, options=options, progress=CliProgress(), control=control)
+            result = await run_job(prepared, pool, options=options, progress=CliProgress(), control=control)
         except Exception as exc:  # re-raised below, outside the task group (which would wrap it in a group)
             error = exc
         tg.cancel_scope.cancel()
@@ -113,20 +149,24 @@ async def _watch_signals(control: RunControl, grace: float) -> None:
                 log.warning(
                     "%s: stopping; in-flight requests get up to %gs to finish (signal again to stop now)", name, grace
                 )
-                control.request_stop(f"{name}")
+                control.request_stop(name)
             else:
                 log.warning("%s again: cancelling the requests in flight", name)
-                control.request_stop(f"{name}", grace_s=0)
+                control.request_stop(name, now=True)
 
 
 def _report(result: RunResult, out: Path) -> int:
-    rate = result.ok / result.elapsed_s if result.elapsed_s > 0 else 0.0
     shown = _shown(out)
-    typer.echo(
-        f"{'interrupted' if result.interrupted else 'done'}: {result.ok} rows generated, {result.failed} failed, "
-        f"{result.retries} retries, {result.generated_tokens} tokens in {result.elapsed_s:.1f}s ({rate:.1f} rows/s)"
-        + (f"; {result.already_done} rows were already written" if result.already_done else "")
-    )
+    if result.summary is not None:
+        typer.echo(format_summary(result.summary))
+    else:
+        rate = result.ok / result.elapsed_s if result.elapsed_s > 0 else 0.0
+        before = f"; {result.already_done} rows were already written" if result.already_done else ""
+        typer.echo(
+            f"{'interrupted' if result.interrupted else 'done'}: {result.ok} rows generated, {result.failed} "
+            f"failed, {result.retries} retries, {result.generated_tokens} tokens in {result.elapsed_s:.1f}s "
+            f"({rate:.1f} rows/s){before}"
+        )
     typer.echo(f"output: {shown}/data/*.parquet")
     if result.failed_total:
         typer.echo(f"failed rows ({result.failed_total}): {shown}/errors/*.parquet (see error_type and message)")
@@ -135,8 +175,8 @@ def _report(result: RunResult, out: Path) -> int:
     typer.echo(f'  ds = load_dataset("parquet", data_files="{shown}/data/*.parquet", split="train")')
     typer.echo(f"progress: tgbatch status {shown}")
     if result.interrupted:
-        typer.echo("interrupted: run the same command again to resume")
-        return EXIT_INTERRUPTED
+        typer.echo(f"stopped ({result.stop_reason}): run the same command again to resume")
+        return EXIT_BUDGET if result.stop_kind == "budget" else EXIT_INTERRUPTED
     return EXIT_FAILED_ROWS if result.failed_total else EXIT_OK
 
 

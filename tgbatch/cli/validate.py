@@ -10,7 +10,7 @@ import typer
 
 from ..errors import TGIError, ValidationError
 from ..job.layout import OutputDir
-from ..job.spec import load_job
+from ..job.spec import load_job, redact_url
 from ..pipeline import Prepared, make_client, prepare, read_token
 from ..validation import Limits, check_best_of, check_parameters
 from . import app
@@ -83,23 +83,32 @@ def _output_state(prepared: Prepared) -> str:
 
 async def _check_endpoint(prepared: Prepared) -> list[str]:
     spec = prepared.job.spec
-    client: Any = make_client(spec.endpoint, read_token(spec.endpoint))
+    lines = []
+    for url in spec.endpoint.urls:
+        lines.append(await _check_one(prepared, url))
+    return lines
+
+
+async def _check_one(prepared: Prepared, url: str) -> str:
+    spec = prepared.job.spec
+    shown = redact_url(url)
+    client: Any = make_client(spec.endpoint, read_token(spec.endpoint), url)
     async with client:
         try:
             with anyio.fail_after(INFO_TIMEOUT_S):
                 info = await client.info()
         except (TGIError, TimeoutError) as exc:
-            return [
-                f"endpoint:    /info did not answer ({type(exc).__name__}: {exc}); parameters not checked "
+            return (
+                f"server:      {shown}: /info did not answer ({type(exc).__name__}: {exc}); parameters not checked "
                 "against the server's limits"
-            ]
+            )
     limits = Limits.from_info(info)
     try:
         check_best_of(spec.parameters, limits)
         check_parameters(spec.parameters, limits)
     except ValidationError as exc:
-        fail(f"parameters: the endpoint ({info.model_id}) would refuse them: {exc.message}")
-    return [
-        f"server:      {info.model_id} (TGI {info.version}), max_input_tokens={info.max_input_tokens}, "
+        fail(f"parameters: the endpoint {shown} ({info.model_id}) would refuse them: {exc.message}")
+    return (
+        f"server:      {shown}: {info.model_id} (TGI {info.version}), max_input_tokens={info.max_input_tokens}, "
         f"max_total_tokens={info.max_total_tokens}, max_concurrent_requests={info.max_concurrent_requests}"
-    ]
+    )

@@ -11,8 +11,7 @@ from __future__ import annotations
 import glob as globlib
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 
 from ..errors import DatasetError, SpecError
-from .ids import KeySet, in_shard, row_hashes
+from .ids import KeySet, in_shard, row_hashes, row_keys
 from .spec import LoadedJob
 
 _EXTENSIONS = {
@@ -80,6 +79,9 @@ class FileSource(Source):
     def count_rows(self) -> int:
         if self._dataset is None:
             return sum(batch.num_rows for batch in self._ipc_batches(None))
+        if self.format in ("jsonl", "json") and not any(f.name.lower().endswith(_COMPRESSION) for f in self.files):
+            # JSON Lines: one object per non-blank line; counting lines is several times faster than parsing
+            return sum(_count_lines(f) for f in self.files)
         return _wrap(self._dataset.count_rows)
 
     def batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
@@ -120,6 +122,14 @@ class DatasetsSource(Source):
         ds = self._ds.select_columns(columns) if columns is not None else self._ds
         for table in ds.with_format("arrow").iter(batch_size=BATCH_ROWS):
             yield from table.to_batches()
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if not line.isspace())
+    except OSError as exc:
+        raise DatasetError(f"cannot read the input dataset: {exc}") from exc
 
 
 def _split(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
@@ -266,13 +276,47 @@ def _hub_source(name: str, config: str | None, split: str) -> DatasetsSource:
 # -- rows -----------------------------------------------------------------------------------------------------
 
 
-@dataclass
 class RowBatch:
-    """Selected rows of one input batch: their ids, stable 64-bit id hashes and column values."""
+    """Selected rows of one input batch: their ids, 128-bit row keys (``ids.row_keys``) and column values.
 
-    row_ids: list[str]
-    row_h: np.ndarray
-    rows: list[dict[str, Any]]
+    ``rows`` (one dict per row) is built on first use, so a batch whose rows are all done costs no conversion.
+    ``selected`` counts the batch's rows in the shard, including those ``iter_rows(todo=...)`` left out.
+    """
+
+    __slots__ = ("_batch", "_rows", "keys", "row_ids", "selected")
+
+    def __init__(
+        self,
+        row_ids: list[str],
+        keys: np.ndarray,
+        rows: list[dict[str, Any]] | pa.RecordBatch,
+        selected: int | None = None,
+    ) -> None:
+        self.row_ids = row_ids
+        self.keys = keys
+        self.selected = len(row_ids) if selected is None else selected
+        if isinstance(rows, pa.RecordBatch):
+            self._batch: pa.RecordBatch | None = rows
+            self._rows: list[dict[str, Any]] | None = None
+        else:
+            self._batch = None
+            self._rows = rows
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            assert self._batch is not None
+            self._rows = self._batch.to_pylist()
+            self._batch = None
+        return self._rows
+
+    @property
+    def row_h(self) -> np.ndarray:
+        """The row keys (the name the pipeline used for them before they were 128-bit)."""
+        return self.keys
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
 
 
 def iter_rows(
@@ -282,13 +326,18 @@ def iter_rows(
     id_column: str | None,
     limit: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    todo: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[RowBatch]:
     """Yield the rows of ``source`` (first ``limit`` only) that fall in ``shard``, batch by batch.
 
-    ``columns`` are the columns to read (``None``: all). Raises ``DatasetError`` on a null or repeated id.
+    ``columns`` are the columns to read (``None``: all). ``todo``, given the row keys of a batch, returns the
+    mask of the rows still to do (e.g. ``Checkpoint.any_pending``); the others are left out before their
+    values are converted, and a batch with nothing to do is yielded empty (its ``selected`` still counts
+    them). Raises ``DatasetError`` on a null or repeated id (every row is checked, done or not).
     """
     position = 0
     seen = KeySet() if id_column is not None else None
+    sharded = shard[1] > 1
     for batch in source.batches(columns):
         if limit is not None and position >= limit:
             return
@@ -296,27 +345,45 @@ def iter_rows(
             batch = batch.slice(0, limit - position)
         n = batch.num_rows
         if id_column is not None:
-            ids = batch.column(id_column)
-            if ids.null_count:
-                first = ids.is_null().to_pylist().index(True)
-                raise DatasetError(
-                    f"dataset.id_column: {id_column!r} is empty (null) in the row at position {position + first}"
-                )
-            row_ids = [_id_text(v) for v in ids.to_pylist()]
+            row_ids = _id_texts(batch.column(id_column), id_column, position)
         else:
             row_ids = [str(i) for i in range(position, position + n)]
         position += n
-        row_h = row_hashes(row_ids)
+        keys = row_keys(row_ids)
         if seen is not None:
-            _check_unique(id_column or "", row_ids, row_h, seen)
-        mask = in_shard(row_h, *shard)
-        if not mask.all():
-            keep = np.flatnonzero(mask)
-            batch = batch.take(pa.array(keep))
-            row_ids = [row_ids[i] for i in keep]
-            row_h = row_h[keep]
-        if row_ids:
-            yield RowBatch(row_ids, row_h, batch.to_pylist())
+            _check_unique(id_column or "", row_ids, keys, seen)
+        keep: np.ndarray | None = None
+        if sharded:
+            mask = in_shard(row_hashes(row_ids), *shard)
+            if not mask.all():
+                keep = mask
+        selected = n if keep is None else int(np.count_nonzero(keep))
+        if todo is not None and selected:
+            wanted = todo(keys)
+            if keep is not None:
+                wanted &= keep
+            if not wanted.all():
+                keep = wanted
+        if keep is not None:
+            index = np.flatnonzero(keep)
+            batch = batch.take(pa.array(index)) if len(index) else batch.slice(0, 0)
+            row_ids = [row_ids[i] for i in index.tolist()]
+            keys = keys[index]
+        if selected:
+            yield RowBatch(row_ids, keys, batch, selected)
+
+
+def _id_texts(ids: pa.Array, id_column: str, position: int) -> list[str]:
+    if ids.null_count:
+        first = ids.is_null().to_pylist().index(True)
+        raise DatasetError(
+            f"dataset.id_column: {id_column!r} is empty (null) in the row at position {position + first}"
+        )
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        return ids.to_pylist()
+    if pa.types.is_integer(ids.type):
+        return [str(v) for v in ids.to_pylist()]
+    return [_id_text(v) for v in ids.to_pylist()]
 
 
 def _id_text(value: Any) -> str:
@@ -331,15 +398,14 @@ def _id_text(value: Any) -> str:
     return str(value)
 
 
-def _check_unique(id_column: str, row_ids: list[str], row_h: np.ndarray, seen: KeySet) -> None:
-    values, first, counts = np.unique(row_h, return_index=True, return_counts=True)
-    repeated = first[counts > 1]
-    if not len(repeated):
-        again = seen.contains(row_h)
-        repeated = np.flatnonzero(again)
-    if len(repeated):
-        raise DatasetError(
-            f"dataset.id_column: {id_column!r} is not unique: {row_ids[int(repeated[0])]!r} appears more than "
-            "once (row ids must be unique so each row is written exactly once)"
-        )
-    seen.add(values)
+def _check_unique(id_column: str, row_ids: list[str], keys: np.ndarray, seen: KeySet) -> None:
+    again = np.flatnonzero(seen.add(keys))
+    if len(again):
+        _repeated(id_column, row_ids[int(again[0])])
+
+
+def _repeated(id_column: str, row_id: str) -> None:
+    raise DatasetError(
+        f"dataset.id_column: {id_column!r} is not unique: {row_id!r} appears more than once (row ids must be "
+        "unique so each row is written exactly once)"
+    )

@@ -5,6 +5,10 @@ unavailable, 502, 504, 424, 500 incomplete generation, cut streams, connection e
 400, 401, 403, 404, 413, 415, 422, protocol errors. The server's hint (``Retry-After``, ``estimated_time``) is
 honoured up to ``max_wait_s``; otherwise the wait is jittered exponential backoff. A row is given up after
 ``attempts`` attempts or when the next wait would pass ``max_elapsed_s``.
+
+Overload answers (429 overloaded or rate-limited, 503 loading or unavailable) are the server's state, not the
+row's: the endpoint pool pauses the endpoint for every row at once (``tgbatch.endpoints``), and such an answer
+does not use up one of the row's ``attempts``; it still counts against ``max_elapsed_s``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any, stop_before_delay
 
+from ..endpoints import is_overload
 from ..errors import AuthenticationError, TGIError
 from .spec import RetrySpec
 
@@ -50,20 +55,25 @@ class RetryPolicy:
         on_retry: Callable[[BaseException], None] | None = None,
         stop: anyio.Event | None = None,
         rng: random.Random | None = None,
+        pooled: bool = False,
     ) -> None:
         self.spec = spec
         self.on_retry = on_retry
         self.stop = stop
+        self.pooled = pooled
         self._rng = rng or random.Random()
 
-    def wait_for(self, attempt: int, exc: BaseException | None) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    def wait_for(self, attempt: int, exc: BaseException | None, *, pooled: bool = False) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based). ``pooled``: an endpoint pool
+        already pauses overloaded endpoints, so an overload answer needs only a little jitter here."""
         cap = self.spec.max_wait_s
+        if pooled and isinstance(exc, TGIError) and is_overload(exc):
+            return self._rng.uniform(0, min(cap, self.spec.initial_wait_s) / 4)
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, int | float) and hint >= 0:
             # the server's hint, capped, plus a little jitter so waiting workers do not return in lockstep
             return min(cap, hint) * (1.0 + 0.1 * self._rng.random())
-        base = min(cap, self.spec.initial_wait_s * (2 ** (attempt - 1)))
+        base = min(cap, self.spec.initial_wait_s * 2.0 ** min(attempt - 1, 60))
         return base / 2 + self._rng.uniform(0, base / 2)
 
     async def _sleep(self, seconds: float) -> None:
@@ -78,7 +88,7 @@ class RetryPolicy:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        return self.wait_for(state.attempt_number, exc)
+        return self.wait_for(state.attempt_number, exc, pooled=self.pooled)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         if self.on_retry is not None and state.outcome is not None:
@@ -87,16 +97,25 @@ class RetryPolicy:
                 self.on_retry(exc)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> tuple[T, int]:
-        """``(result, attempts)``; raises ``GaveUp`` (chained) when the row fails, ``Stopped`` when stopping."""
+        """``(result, attempts)``; raises ``GaveUp`` (chained) when the row fails, ``Stopped`` when stopping.
+        ``attempts`` counts every request sent, overload answers included."""
         attempts = 0
+        charged = 0  # attempts that count against spec.attempts: not overload answers
 
         async def counted() -> Any:
             nonlocal attempts
             attempts += 1
             return await fn()
 
+        def out_of_attempts(state: RetryCallState) -> bool:
+            nonlocal charged
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if not (isinstance(exc, TGIError) and is_overload(exc)):
+                charged += 1
+            return charged >= self.spec.attempts
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.spec.attempts) | stop_before_delay(self.spec.max_elapsed_s),
+            stop=stop_any(out_of_attempts, stop_before_delay(self.spec.max_elapsed_s)),
             wait=self._wait,
             retry=retry_if_exception(is_retryable),
             sleep=self._sleep,

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from ..errors import SpecError
@@ -78,31 +78,62 @@ class SeedSpec(_Strict):
 class EndpointSpec(_Strict):
     """The TGI server."""
 
-    url: str = Field(description="http(s)://host:port of a TGI server, or sim://?knob=value for the simulator.")
+    url: str | list[str] = Field(
+        description="http(s)://host:port of a TGI server, or sim://?knob=value for the simulator; or a list of "
+        "them: each request goes to the endpoint with the fewest requests in flight, a failing endpoint is set "
+        "aside until /health answers again, and a failed row is retried on another endpoint."
+    )
     token_env: str = Field(
         "HF_TOKEN", description="Environment variable holding the bearer token (never written anywhere)."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     timeout_s: float = Field(120.0, gt=0, le=86400, description="Timeout of one request, in seconds.")
-    concurrency: int = Field(8, ge=1, le=4096, description="Requests in flight at once.")
+    concurrency: int | Literal["auto"] = Field(
+        "auto",
+        description="Requests in flight per endpoint. auto: start from the server's /info "
+        "max_concurrent_requests, grow while latency holds, cut on 429/503. A number: exactly that many.",
+    )
+    max_concurrency: int = Field(
+        256, ge=1, le=4096, description="With concurrency: auto, the most requests in flight per endpoint."
+    )
     wait_for_model: bool | None = Field(None, description="Send x-wait-for-model (HF Inference API).")
     use_cache: bool | None = Field(None, description="Send x-use-cache (HF Inference API).")
 
-    @model_validator(mode="after")
-    def _check_url(self) -> EndpointSpec:
-        scheme = urlsplit(self.url).scheme
-        if scheme not in ("http", "https", "sim"):
-            raise ValueError(
-                f"must start with http://, https:// or sim:// (got {self.url!r}); e.g. http://localhost:8080"
-            )
-        return self
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | list[str]) -> str | list[str]:
+        urls = [url] if isinstance(url, str) else url
+        if not urls:
+            raise ValueError("needs at least one URL")
+        for one in urls:
+            if urlsplit(one).scheme not in ("http", "https", "sim"):
+                raise ValueError(
+                    f"must start with http://, https:// or sim:// (got {one!r}); e.g. http://localhost:8080"
+                )
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"lists the same URL twice: {next(u for u in urls if urls.count(u) > 1)!r}")
+        return url
+
+    @field_validator("concurrency")
+    @classmethod
+    def _check_concurrency(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 4096:
+            raise ValueError(f"must be auto or a number from 1 to 4096 (got {value})")
+        return value
 
 
 class RetrySpec(_Strict):
     """Retries of retryable errors (429, 503, 502, 504, 424, 500 incomplete generation, connection errors,
-    timeouts). Never retried: 400, 401, 403, 404, 413, 415, 422."""
+    timeouts). Never retried: 400, 401, 403, 404, 413, 415, 422. Overload and loading answers (429, 503) pause
+    the endpoint for everyone and do not use up a row's attempts, only its max_elapsed_s."""
 
-    attempts: int = Field(10, ge=1, le=1000, description="Most attempts per row (1 = no retry).")
+    attempts: int = Field(
+        10, ge=1, le=1000, description="Most attempts per row (1 = no retry); 429/503 answers do not count."
+    )
     initial_wait_s: float = Field(0.5, ge=0, le=3600, description="First backoff wait, doubled each retry.")
     max_wait_s: float = Field(60.0, ge=0, le=86400, description="Longest wait between attempts (caps hints).")
     max_elapsed_s: float = Field(1800.0, gt=0, description="Give a row up after this many seconds of retrying.")
@@ -189,7 +220,8 @@ class LoadedJob:
         data["parameters"] = self.spec.parameters.to_wire()
         data["output"]["dir"] = str(self.output_dir)
         endpoint = data["endpoint"]
-        endpoint["url"] = redact_url(endpoint["url"])
+        urls = [redact_url(u) for u in self.spec.endpoint.urls]
+        endpoint["url"] = urls[0] if isinstance(self.spec.endpoint.url, str) else urls
         endpoint["headers"] = {k: (REDACTED if _SENSITIVE.search(k) else v) for k, v in endpoint["headers"].items()}
         return data
 

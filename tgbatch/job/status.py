@@ -1,8 +1,11 @@
-"""The state of an output folder, summed over every shard's manifest and committed files."""
+"""The state of an output folder, summed over every shard's manifest and committed files, plus the live
+figures of the shards running now (their ``progress*.json``) and the last runs' ``summary*.json``."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +14,28 @@ import pyarrow.parquet as pq
 
 from ..errors import ResumeError
 from .layout import OutputDir
+from .stats import is_live, merge_snapshots, pid_alive, read_stats_files
+
+#: the bulky parts of a snapshot that ``status --json`` leaves out (they are for merging shards)
+_HISTOGRAMS = ("latency_histogram", "recent_latency_histogram")
 
 
-def collect_status(root: Path) -> dict[str, Any]:
+def collect_status(
+    root: Path,
+    *,
+    now: float | None = None,
+    hostname: str | None = None,
+    alive: Callable[[int], bool] = pid_alive,
+) -> dict[str, Any]:
     """Done, failed, remaining (when known), tokens and time of the output folder ``root``.
 
-    The committed files are counted (they are the truth); the manifests give the totals and times. Raises
-    ``ResumeError`` when ``root`` is not a tgbatch output folder.
+    The committed files are counted (they are the truth); the manifests give the totals and times. When a run
+    is writing the folder now (a ``progress*.json`` in state ``running`` whose pid is alive on this host, or
+    recently updated from another host), ``running`` is true and ``live`` holds its figures (shards summed):
+    done and failed including rows not committed yet, in flight, rates, ETA, latency, retries, endpoints.
+    ``last_run`` holds the final figures of the last finished runs (``summary*.json``), ``dead`` the runs whose
+    progress file says running but whose process is gone. ``now`` (Unix seconds), ``hostname`` and ``alive``
+    are for tests. Raises ``ResumeError`` when ``root`` is not a tgbatch output folder.
     """
     out = OutputDir(root)
     manifests = out.manifests()
@@ -54,6 +72,8 @@ def collect_status(root: Path) -> dict[str, Any]:
         len({m["shard"]["index"] for m in group if m.get("complete")}) == count for count, group in by_count.items()
     )
     elapsed = [float(m.get("elapsed_s") or 0.0) for _, m in manifests]
+    live, dead = _live(root, manifests, done, failed, total, now=now, hostname=hostname, alive=alive)
+    summaries = [s for _, s in read_stats_files(root, "summary")]
     return {
         "output_dir": str(root),
         "job": next((m.get("job") for _, m in manifests), None),
@@ -70,7 +90,71 @@ def collect_status(root: Path) -> dict[str, Any]:
         "data_files": len(data_files),
         "error_files": len(error_files),
         "shards": shards,
+        "running": live is not None,
+        "live": live,
+        "dead": dead,
+        "last_run": _strip(merge_snapshots(summaries)) if summaries and live is None else None,
     }
+
+
+def _strip(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in snapshot.items() if k not in _HISTOGRAMS}
+
+
+def _live(
+    root: Path,
+    manifests: list[tuple[Path, dict[str, Any]]],
+    committed_done: int,
+    committed_failed: int,
+    total: int | None,
+    *,
+    now: float | None,
+    hostname: str | None,
+    alive: Callable[[int], bool],
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The running shards' figures summed (or ``None`` when nothing runs), and the runs that died."""
+    now = time.time() if now is None else now
+    running: list[dict[str, Any]] = []
+    dead: list[dict[str, Any]] = []
+    for _, snapshot in read_stats_files(root, "progress"):
+        if is_live(snapshot, now=now, hostname=hostname, alive=alive):
+            running.append(snapshot)
+        elif snapshot.get("state") == "running":
+            dead.append({k: snapshot.get(k) for k in ("shard", "pid", "hostname", "updated_at")})
+    if not running:
+        return None, dead
+    live = _strip(merge_snapshots(running))
+    live["runs"] = [
+        {
+            "shard": s.get("shard"),
+            "pid": s.get("pid"),
+            "hostname": s.get("hostname"),
+            "updated_at": s.get("updated_at"),
+            "age_s": round(max(0.0, now - float(s.get("updated_unix") or now)), 1),
+        }
+        for s in running
+    ]
+    # done/failed of the whole folder: the running shards' own figures (uncommitted rows included) plus the
+    # committed rows of the other shards of the same split
+    counts = {str(s.get("shard", "0/1")).partition("/")[2] for s in running}
+    if len(counts) == 1:
+        count = next(iter(counts))
+        running_tags = {str(s.get("shard")) for s in running}
+        others = [
+            m
+            for _, m in manifests
+            if str((m.get("shard") or {}).get("count", 1)) == count
+            and f"{(m.get('shard') or {}).get('index', 0)}/{count}" not in running_tags
+        ]
+        done = sum(int(s.get("done") or 0) for s in running) + sum(int(m.get("rows_written") or 0) for m in others)
+        failed = sum(int(s.get("failed") or 0) for s in running) + sum(int(m.get("rows_failed") or 0) for m in others)
+        live["done"], live["failed"] = max(done, committed_done), max(failed, committed_failed)
+        if total is not None:
+            live["remaining"] = max(0, total - live["done"] - live["failed"])
+        elif any(not m.get("complete") for m in others):
+            live["remaining"] = None  # a stopped shard's rows are still to do, and how many is not known
+    live["committed_done"], live["committed_failed"] = committed_done, committed_failed
+    return live, dead
 
 
 def _total(by_count: dict[int, list[dict[str, Any]]], samples: int) -> int | None:
