@@ -184,6 +184,30 @@ def test_default_async_transport_is_aiohttp_with_deliberate_timeouts() -> None:
     anyio.run(main)
 
 
+def test_generate_posts_through_one_aiohttp_session_unless_given_an_httpx_client() -> None:
+    # the hot path skips httpx's models (0.57 ms of CPU a request, against 0.2 ms for aiohttp alone)
+    async def main() -> None:
+        async with AsyncClient("http://127.0.0.1:9") as own, AsyncClient("sim://") as sim:
+            assert own._fast is not None and sim._fast is None
+        mock = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200, json=OK)))
+        given = AsyncClient("http://tgi", http_client=mock)
+        assert given._fast is None and (await given.generate("x")).generated_text == "ok"
+
+    anyio.run(main)
+
+
+def test_env_proxy_is_read_once_and_honours_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tgbatch.client._transport import env_proxy
+
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert env_proxy("https://x.endpoints.huggingface.cloud") == "http://proxy:3128"
+    assert env_proxy("https://internal.example/generate") is None
+    assert env_proxy("http://127.0.0.1:8080") is None  # no HTTP_PROXY set
+
+
 def test_number_timeout_bounds_reads() -> None:
     client = Client("http://tgi", timeout=30)
     assert client._config.timeout.read == 30 and client._config.timeout.connect == 10

@@ -20,6 +20,7 @@ from ._jobs import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     CliProgress,
+    event_loop_options,
     exit_codes,
     fail,
     log,
@@ -114,7 +115,7 @@ def run_command(
             loaded.output_dir,
             f" (shard {shard_ix[0]}/{shard_ix[1]})" if shard_ix[1] > 1 else "",
         )
-        result = anyio.run(_run, prepared, pool, options)
+        result = anyio.run(_run, prepared, pool, options, backend_options=event_loop_options())
         # everything is committed: a late signal must not turn this run's exit code into a kill
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)

@@ -13,7 +13,7 @@ from ..types import Info, Response, StreamResponse
 from ..validation import Parameters
 from ._base import BaseClient, StreamState, inference_api_url, not_an_event_stream
 from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_health, parse_info, parse_response
-from ._transport import make_async_http_client, translated
+from ._transport import FastPoster, is_sim_url, make_async_http_client, translated
 
 
 class AsyncClient(BaseClient[httpx.AsyncClient]):
@@ -28,7 +28,11 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     """
 
     def _make_http(self, base_url: str, cookies: dict[str, str] | None) -> httpx.AsyncClient:
+        if not is_sim_url(base_url):
+            self._fast = FastPoster(base_url, self._config.timeout, cookies)
         return make_async_http_client(base_url, timeout=self._config.timeout, headers={}, cookies=cookies)
+
+    _fast: FastPoster | None = None
 
     async def generate(
         self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
@@ -36,12 +40,13 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         """Generate text for ``prompt``. Keyword parameters are TGI's (see ``GenerateOptions``); a prepared
         ``parameters`` object may be given instead. Invalid parameters raise ``ValidationError`` unsent."""
         request = self._config.prepare(prompt, parameters, options, stream=False)
+        url = self._config.url + request.path
         with translated():
+            if self._fast is not None:
+                status, headers, content = await self._fast.post(url, request.content, self._config.headers)
+                return parse_response(status, headers, content)
             response = await self._http.post(
-                self._config.url + request.path,
-                content=request.content,
-                headers=self._config.headers,
-                timeout=self._config.timeout,
+                url, content=request.content, headers=self._config.headers, timeout=self._config.timeout
             )
         return parse_response(response.status_code, response.headers, response.content)
 
@@ -98,6 +103,8 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+        if self._fast is not None:
+            await self._fast.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -99,11 +99,29 @@ class RetryPolicy:
     async def call(self, fn: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """``(result, attempts)``; raises ``GaveUp`` (chained) when the row fails, ``Stopped`` when stopping.
         ``attempts`` counts every request sent, overload answers included."""
-        attempts = 0
+        # the first attempt runs outside tenacity: most rows succeed at once, and setting up a retry loop
+        # (tenacity inspects the callable on every call) would cost more than the request itself
+        try:
+            return await fn(), 1
+        except (Stopped, AuthenticationError):
+            raise
+        except TGIError as exc:
+            if not is_retryable(exc):
+                raise GaveUp(exc, 1) from exc
+            first = exc
+        return await self._retry(fn, first)
+
+    async def _retry(self, fn: Callable[[], Awaitable[T]], first: TGIError) -> tuple[T, int]:
+        attempts = 1
         charged = 0  # attempts that count against spec.attempts: not overload answers
+        pending_first: TGIError | None = first
 
         async def counted() -> Any:
-            nonlocal attempts
+            nonlocal attempts, pending_first
+            if pending_first is not None:
+                # replay the first attempt's failure so tenacity's stop, wait and callbacks see it
+                error, pending_first = pending_first, None
+                raise error
             attempts += 1
             return await fn()
 
