@@ -13,6 +13,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click help: it rewraps docstring paragraphs to the terminal (rich keeps their line breaks)
+    rich_markup_mode=None,
 )
 
 
