@@ -76,9 +76,7 @@ def test_fixed_concurrency_is_exact(tmp_path: Path) -> None:
 )
 def test_bad_endpoint_lists_are_spec_errors(tmp_path: Path, url: Any, message: str) -> None:
     job = _job(tmp_path, 2, endpoint={"url": url})
-    result = subprocess.run(
-        [sys.executable, "-m", "tgbatch", "run", str(job)], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    result = _cli(job)
     assert result.returncode == 2, result.stderr
     assert "endpoint.url" in result.stderr and message in result.stderr
     assert "Traceback" not in result.stderr
@@ -116,6 +114,17 @@ def test_two_endpoints_one_killed_mid_run_completes_every_row(tmp_path: Path) ->
     assert not list((tmp_path / "out" / "errors").glob("*.parquet"))
 
 
+def _cli(job: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tgbatch run JOB ARGS`` to completion, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tgbatch", "run", str(job), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+
+
 def _run(job: Path) -> Any:
     loaded = load_job(job, [])
     pool = make_pool(loaded.spec.endpoint, None)
@@ -125,8 +134,6 @@ def _run(job: Path) -> Any:
             return await run_job(prepare(loaded), pool)
 
     return anyio.run(main)
-
-
 
 
 def _start(job: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -178,10 +185,8 @@ def test_sigterm_drains_then_resume_is_exactly_once(tmp_path: Path) -> None:
     assert 0 < written < rows
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["complete"] is False and manifest["rows_written"] == written  # a valid, resumable output
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tgbatch", "run", str(job)], cwd=ROOT, capture_output=True, timeout=DEADLINE_S
-    )
-    assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    resumed = _cli(job)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     _exactly_once(out, rows)
 
 
@@ -218,42 +223,22 @@ def _requests_seen(url: str) -> int:
 def test_token_budget_stops_with_exit_4_and_resumes(tmp_path: Path) -> None:
     rows = 200
     job = _job(tmp_path, rows, endpoint={"url": "sim://", "concurrency": 4}, output={"rows_per_shard": 20})
-    first = subprocess.run(
-        [sys.executable, "-m", "tgbatch", "run", str(job), "--max-new-tokens-total", "300"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
+    first = _cli(job, "--max-new-tokens-total", "300")
     assert first.returncode == 4, first.stderr[-3000:]
     assert "--max-new-tokens-total" in first.stdout
     data = read_rows(tmp_path / "out" / "data")
     tokens = sum(r["generated_tokens"] for r in data)
     # rows already answered when the budget was reached still land: those in flight (4) and queued for the writer
     assert 300 <= tokens < 300 + (4 + 2 * 4 + 1) * 8
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tgbatch", "run", str(job)], cwd=ROOT, capture_output=True, timeout=DEADLINE_S
-    )
+    resumed = _cli(job)
     assert resumed.returncode == 0
     _exactly_once(tmp_path / "out" / "data", rows)
 
 
 def test_runtime_budget_stops_with_exit_4(tmp_path: Path) -> None:
     job = _job(tmp_path, 5000, endpoint={"url": "sim://?decode_ms_per_token=5", "concurrency": 2})
-    result = subprocess.run(
-        [sys.executable, "-m", "tgbatch", "run", str(job), "--max-runtime", "2s"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
+    result = _cli(job, "--max-runtime", "2s")
     assert result.returncode == 4, result.stderr[-3000:]
     assert "--max-runtime" in result.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "tgbatch", "run", str(job), "--max-runtime", "soon"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
+    bad = _cli(job, "--max-runtime", "soon")
     assert bad.returncode == 2 and "--max-runtime 'soon'" in bad.stderr
