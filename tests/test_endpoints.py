@@ -201,3 +201,44 @@ def test_acquire_waits_for_a_release_and_honours_its_deadline() -> None:
     anyio.run(main)
     assert order == ["releasing", "second acquired"]
     assert e.in_flight == 0
+
+
+def test_waiters_stay_asleep_while_the_limit_is_below_in_flight() -> None:
+    # after a cut, more requests are in flight than the new limit allows: releases free no slot, and the
+    # waiting workers must not wake each other in a circle (that was a busy loop burning a core)
+    pool = make_pool(n=1, limit=4)
+    (e,) = pool.endpoints
+    picks = 0
+    original = pool.pick
+
+    def counting_pick(avoid: Endpoint | None = None) -> Endpoint | None:
+        nonlocal picks
+        picks += 1
+        return original(avoid)
+
+    pool.pick = counting_pick  # type: ignore[method-assign]
+    got: list[Endpoint] = []
+
+    async def main() -> None:
+        held = [await pool.acquire() for _ in range(4)]
+        e.limit.limit = 1  # an overload cut: 4 in flight, 1 allowed
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(lambda: _acquire_into(pool, got))
+                await anyio.wait_all_tasks_blocked()
+                before = picks
+                pool.release_success(held.pop(), 0.1, 1)  # 3 in flight, limit 1: still no slot
+                await anyio.wait_all_tasks_blocked()
+                assert picks - before <= 2 and got == []
+                for endpoint in held:
+                    pool.release_success(endpoint, 0.1, 1)  # 0 in flight: a slot per unit of limit
+                await anyio.wait_all_tasks_blocked()
+                assert len(got) == e.in_flight == e.limit.limit < 10
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
+
+
+async def _acquire_into(pool: EndpointPool, got: list[Endpoint]) -> None:
+    got.append(await pool.acquire())

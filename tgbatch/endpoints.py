@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -88,7 +87,8 @@ class EndpointPool:
         self.endpoints = list(endpoints)
         self.settings = settings or PoolSettings()
         self._clock = clock
-        self._waiters: deque[anyio.Event] = deque()
+        # waiting tasks in arrival order, with the endpoint each would rather avoid
+        self._waiters: dict[anyio.Event, Endpoint | None] = {}
         self._rng = random.Random()
 
     # -- choosing ----------------------------------------------------------------------------------------
@@ -115,12 +115,13 @@ class EndpointPool:
             if now >= deadline:
                 raise NoEndpointAvailable(self.describe())
             event = anyio.Event()
-            self._waiters.append(event)
+            self._waiters[event] = avoid
             # wake at the next time-driven change too: a cooldown ending, an ejected endpoint's probe
-            with anyio.move_on_after(min(deadline, self._next_change(now)) - now):
-                await event.wait()
-            if event.is_set() and self.pick(avoid) is None:
-                self._wake_one()  # a slot this task could not use must not be lost to the others
+            try:
+                with anyio.move_on_after(min(deadline, self._next_change(now)) - now):
+                    await event.wait()
+            finally:
+                self._waiters.pop(event, None)
 
     def _next_change(self, now: float) -> float:
         times = [e.cooldown_until for e in self.endpoints if e.cooldown_until > now and not e.ejected]
@@ -128,15 +129,21 @@ class EndpointPool:
         return max(min(times, default=now + 1.0), now + 0.001)
 
     def _wake_one(self) -> None:
-        while self._waiters:
-            event = self._waiters.popleft()
-            if not event.is_set():
+        """Hand a freed slot to the longest waiter that can use it (one avoiding the only free endpoint
+        cannot). With no slot free at all, nobody is woken: waking waiters that would only wait again is
+        what turns a full pool into a busy loop."""
+        if not self._waiters or self.pick() is None:
+            return
+        for event, avoid in self._waiters.items():
+            if avoid is None or self.pick(avoid) is not None:
+                del self._waiters[event]
                 event.set()
                 return
 
     def _wake_all(self) -> None:
-        while self._waiters:
-            self._waiters.popleft().set()
+        waiters, self._waiters = self._waiters, {}
+        for event in waiters:
+            event.set()
 
     # -- outcomes ----------------------------------------------------------------------------------------
 
