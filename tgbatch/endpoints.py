@@ -106,11 +106,16 @@ class EndpointPool:
 
     async def acquire(self, *, avoid: Endpoint | None = None, deadline: float = math.inf) -> Endpoint:
         """Wait for a slot; raises ``NoEndpointAvailable`` at ``deadline`` (a ``clock()`` time)."""
+        waited = False
         while True:
             endpoint = self.pick(avoid)
             if endpoint is not None:
                 endpoint.in_flight += 1
+                if waited:
+                    # a release may have freed more than one slot (the limit grew): pass the turn on
+                    self._wake_one()
                 return endpoint
+            waited = True
             now = self._clock()
             if now >= deadline:
                 raise NoEndpointAvailable(self.describe())
