@@ -159,7 +159,7 @@ def test_done_rows_are_skipped_without_conversion(tmp_path: Path) -> None:
     partial = next(b for b in batches if len(b))
     assert partial._rows is None  # not converted until asked
     assert partial.rows[0] == {"id": "r04000", "question": "What is 4000 plus 4000?", "topic": "t3"}
-    assert (partial.row_h == partial.keys).all() and (partial.keys == row_keys(partial.row_ids)).all()
+    assert (partial.keys == row_keys(partial.row_ids)).all()
 
 
 def test_skipping_with_shards_and_positions(tmp_path: Path) -> None:
@@ -212,3 +212,43 @@ def test_json_lines_are_counted_without_parsing(tmp_path: Path) -> None:
     job = load_job_data({"dataset": {"path": str(path)}, "template": "{{ question }}", "endpoint": {"url": "sim://"}})
     source = open_source(job)
     assert source.count_rows() == 3 == sum(b.selected for b in iter_rows(source, columns=None, id_column=None))
+
+
+def test_json_lines_are_read_in_bounded_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    import tgbatch.job.reader as reader
+
+    monkeypatch.setattr(reader, "JSON_CHUNK_BYTES", 64 * 1024)
+    rows = prompts(60_000)  # ~5 MB of JSON: many chunks, lines cut at chunk edges
+    rows[40_000]["extra"] = "late"  # not in the schema, which comes from the first block: left out
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\n\n", 100))  # a few blank lines
+    job = load_job_data({"dataset": {"path": str(path)}, "template": "{{ question }}", "endpoint": {"url": "sim://"}})
+    source = open_source(job)
+    peak = 0
+    got = []
+    for batch in iter_rows(source, columns=["id", "question"], id_column="id"):
+        peak = max(peak, pa.total_allocated_bytes())
+        got.extend(batch.rows)
+    assert len(got) == 60_000 and got[59_999] == {"id": "r59999", "question": "What is 59999 plus 59999?"}
+    assert peak < 2_000_000  # a chunk or two in memory, never the whole file
+    everything = [r for b in iter_rows(source, columns=None, id_column=None) for r in b.rows]
+    assert everything[40_000] == {k: v for k, v in rows[40_000].items() if k != "extra"} and len(everything) == 60_000
+
+    gz = tmp_path / "small.jsonl.gz"
+    gz.write_bytes(gzip.compress(b'{"question": "a"}\n{"question": "b"}\n{"question": "c"}'))
+    job = load_job_data({"dataset": {"path": str(gz)}, "template": "{{ question }}", "endpoint": {"url": "sim://"}})
+    assert [r["question"] for b in iter_rows(open_source(job), columns=None, id_column=None) for r in b.rows] == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+def test_a_bad_json_line_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "a"}\n{"question": "b"\n', encoding="utf-8")
+    job = load_job_data({"dataset": {"path": str(path)}, "template": "{{ question }}", "endpoint": {"url": "sim://"}})
+    with pytest.raises(DatasetError, match=r"bad\.jsonl"):
+        list(iter_rows(open_source(job), columns=None, id_column=None))

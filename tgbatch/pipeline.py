@@ -588,6 +588,10 @@ class _Runner:
             id_column=self.spec.dataset.id_column,
             limit=self.limit,
             shard=self.options.shard,
+            # rows every sample of which is already written are dropped before their values are converted
+            todo=lambda keys: self.checkpoint.any_pending(
+                keys, self.spec.samples, retry_failed=self.options.retry_failed
+            ),
         )
         async with send:
             while not self.control.stopping:
@@ -595,7 +599,9 @@ class _Runner:
                 if batch is None:
                     self.reader_done = True
                     return
-                self.rows_selected += len(batch.row_ids)
+                self.rows_selected += batch.selected
+                if not len(batch):
+                    continue  # every row of this batch is done
                 try:
                     await send.send(batch)
                 except anyio.BrokenResourceError:
@@ -611,7 +617,7 @@ class _Runner:
         async with recv, send, results:
             async for batch in recv:
                 pending = [
-                    self.checkpoint.pending(batch.row_h, s, retry_failed=self.options.retry_failed)
+                    self.checkpoint.pending(batch.keys, s, retry_failed=self.options.retry_failed)
                     for s in range(samples)
                 ]
                 for i, (row_id, row) in enumerate(zip(batch.row_ids, batch.rows, strict=True)):

@@ -1,9 +1,11 @@
 """Streaming input: the dataset is read in Arrow record batches, so memory does not grow with its size.
 
 Local files (a file, a glob, a folder of files) are read with ``pyarrow.dataset`` (``.arrow`` files, which
-``datasets`` writes in the IPC *stream* format, with ``pyarrow.ipc``); a ``datasets.save_to_disk`` folder and a
-Hub dataset id go through ``datasets`` (memory-mapped, iterated in Arrow format). Each row gets a stable id: the
-``id_column``'s value, or the row's position in the input. ``--shard I/N`` keeps the rows whose id hashes to I.
+``datasets`` writes in the IPC *stream* format, with ``pyarrow.ipc``; JSON Lines a few megabytes at a time with
+the dataset's schema, as pyarrow's JSON readers would read the whole file ahead); a ``datasets.save_to_disk``
+folder and a Hub dataset id go through ``datasets`` (memory-mapped, iterated in Arrow format). Each row gets a
+stable id: the ``id_column``'s value, or the row's position in the input. ``--shard I/N`` keeps the rows whose
+id hashes to I.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
+import pyarrow.json as pajson
 
 from ..errors import DatasetError, SpecError
 from .ids import KeySet, in_shard, row_hashes, row_keys
@@ -38,6 +41,7 @@ _EXTENSIONS = {
 _COMPRESSION = (".gz", ".bz2", ".zst", ".lz4")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 BATCH_ROWS = 1024
+JSON_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def format_of(path: Path) -> str | None:
@@ -88,10 +92,30 @@ class FileSource(Source):
         if self._dataset is None:
             yield from self._ipc_batches(columns)
             return
+        if self.format in ("jsonl", "json"):
+            yield from self._json_lines_batches(columns)
+            return
         # fragment by fragment, in file order: a row's position (its default id) never depends on threads
         for fragment in self._dataset.get_fragments():
             iterator = fragment.to_batches(schema=self.schema, columns=columns, batch_size=BATCH_ROWS)
             yield from _wrap_iter(iterator)
+
+    def _json_lines_batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        """JSON Lines, a few megabytes at a time: pyarrow's own JSON readers (dataset fragments, ``open_json``)
+        read the whole file ahead of a slow consumer, which holds memory in proportion to the input's size.
+        Every chunk is parsed with the dataset's schema (inferred from the first file), as the dataset would."""
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        for path in self.files:
+            try:
+                with pa.input_stream(str(path), compression="detect") as stream:
+                    for chunk in _line_chunks(stream, JSON_CHUNK_BYTES):
+                        read = pajson.ReadOptions(use_threads=False, block_size=max(len(chunk), 1 << 20))
+                        table = pajson.read_json(pa.BufferReader(chunk), read_options=read, parse_options=parse)
+                        del chunk
+                        yield from table.to_batches(max_chunksize=BATCH_ROWS)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DatasetError(f"cannot read the input dataset: {str(path)!r}: {exc}") from exc
 
     def _ipc_batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         for path in self.files:
@@ -130,6 +154,26 @@ def _count_lines(path: Path) -> int:
             return sum(1 for line in f if not line.isspace())
     except OSError as exc:
         raise DatasetError(f"cannot read the input dataset: {exc}") from exc
+
+
+def _line_chunks(stream: Any, size: int) -> Iterator[bytes]:
+    """The stream's bytes in chunks of about ``size`` that end at a line end (a longer line makes a longer
+    chunk); blank chunks are left out."""
+    rest = b""
+    while True:
+        block = stream.read(size)
+        if not block:
+            break
+        data = rest + block if rest else block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        rest = data[cut + 1 :]
+        if not data[: cut + 1].isspace():
+            yield data[: cut + 1]
+    if rest and not rest.isspace():
+        yield rest
 
 
 def _split(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
@@ -309,11 +353,6 @@ class RowBatch:
             self._rows = self._batch.to_pylist()
             self._batch = None
         return self._rows
-
-    @property
-    def row_h(self) -> np.ndarray:
-        """The row keys (the name the pipeline used for them before they were 128-bit)."""
-        return self.keys
 
     def __len__(self) -> int:
         return len(self.row_ids)
