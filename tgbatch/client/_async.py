@@ -11,7 +11,7 @@ from httpx_sse import EventSource, SSEError
 
 from ..types import Info, Response, StreamResponse
 from ..validation import Parameters
-from ._base import BaseClient, StreamState, inference_api_url, not_an_event_stream
+from ._base import BaseClient, InferenceAPIMixin, StreamState, not_an_event_stream
 from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_health, parse_info, parse_response
 from ._transport import FastPoster, is_sim_url, make_async_http_client, translated
 
@@ -115,24 +115,6 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         await self.aclose()
 
 
-class InferenceAPIAsyncClient(AsyncClient):
+class InferenceAPIAsyncClient(InferenceAPIMixin, AsyncClient):
     """``AsyncClient`` for a model on the HF Inference API (its compat route). ``base_url`` overrides the API's
     root (also ``HF_INFERENCE_ENDPOINT``), e.g. for an offline test server."""
-
-    def __init__(
-        self,
-        model_id: str,
-        token: str | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        *,
-        base_url: str | None = None,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(
-            inference_api_url(model_id, base_url),
-            timeout=timeout,
-            token=token,
-            compat=True,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        self.model_id = model_id

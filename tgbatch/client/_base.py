@@ -137,3 +137,21 @@ class BaseClient(Generic[H]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._config.base_url!r})"
+
+
+class InferenceAPIMixin:
+    """Construction of the HF Inference API clients: the model's URL, its compat route (list bodies)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        token: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        *,
+        base_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(  # type: ignore[call-arg]
+            inference_api_url(model_id, base_url), timeout=timeout, token=token, compat=True, **kwargs
+        )
+        self.model_id = model_id

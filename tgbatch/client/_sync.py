@@ -11,7 +11,7 @@ from httpx_sse import EventSource, SSEError
 
 from ..types import Info, Response, StreamResponse
 from ..validation import Parameters
-from ._base import BaseClient, StreamState, inference_api_url, not_an_event_stream
+from ._base import BaseClient, InferenceAPIMixin, StreamState, not_an_event_stream
 from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_health, parse_info, parse_response
 from ._transport import make_sync_http_client, translated
 
@@ -99,23 +99,5 @@ class Client(BaseClient[httpx.Client]):
         self.close()
 
 
-class InferenceAPIClient(Client):
+class InferenceAPIClient(InferenceAPIMixin, Client):
     """``Client`` for a model on the HF Inference API (see ``InferenceAPIAsyncClient``)."""
-
-    def __init__(
-        self,
-        model_id: str,
-        token: str | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        *,
-        base_url: str | None = None,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(
-            inference_api_url(model_id, base_url),
-            timeout=timeout,
-            token=token,
-            compat=True,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        self.model_id = model_id
