@@ -242,3 +242,30 @@ def test_runtime_budget_stops_with_exit_4(tmp_path: Path) -> None:
     assert "--max-runtime" in result.stdout
     bad = _cli(job, "--max-runtime", "soon")
     assert bad.returncode == 2 and "--max-runtime 'soon'" in bad.stderr
+
+
+def test_progress_json_is_always_valid_while_a_job_runs(tmp_path: Path) -> None:
+    job = _job(
+        tmp_path,
+        600,
+        endpoint={"url": "sim://?decode_ms_per_token=1", "concurrency": 8},
+        output={"rows_per_shard": 50},
+    )
+    progress = tmp_path / "out" / "progress.json"
+    proc = _start(job)
+    seen_running, reads = 0, 0
+    deadline = time.monotonic() + DEADLINE_S
+    while proc.poll() is None:  # read it as fast as we can while the run rewrites it
+        assert time.monotonic() < deadline
+        if progress.exists():
+            snapshot = json.loads(progress.read_text())  # never partial: written to a temp file, then renamed
+            reads += 1
+            if snapshot["state"] == "running":
+                seen_running += 1
+                assert snapshot["done"] <= 600 and snapshot["in_flight"] <= 8
+    proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 0, _peek_stderr(tmp_path).decode()[-3000:]
+    final = json.loads(progress.read_text())
+    assert final["state"] == "finished" and final["done"] == 600 and final["in_flight"] == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["done"] == 600
+    assert reads > 10 and seen_running > 0
