@@ -418,3 +418,35 @@ def test_help_texts_list_the_options() -> None:
     for option in ("--output", "--set", "--shard", "--limit", "--fresh", "--retry-failed", "--drain-s", "--max-runtime", "--max-new-tokens-total"):
         assert option in text
     assert "130" in text and "resumes" in text
+
+
+@pytest.mark.anyio
+async def test_disk_full_stops_with_a_clear_error_and_resumes(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import tgbatch.pipeline as pipeline
+    from tgbatch.errors import OutputError
+
+    real_commit = pipeline.commit_table
+    commits = 0
+
+    def fill_up(table: Any, path: Path) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 2:  # the first shard lands, the second meets a full disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_commit(table, path)
+
+    monkeypatch.setattr(pipeline, "commit_table", fill_up)
+    loaded = load_job(_job(tmp_path, data), ["output.rows_per_shard=40"])
+    async with _mock_client(lambda request: httpx.Response(200, json=_ok("x"))) as client:
+        with pytest.raises(OutputError, match="No space left on device") as info:
+            await run_job(prepare(loaded), client)
+        assert "run the same command again to resume" in str(info.value)
+        assert len(read_rows(loaded.output_dir / "data")) == 40  # the first shard is intact
+        monkeypatch.setattr(pipeline, "commit_table", real_commit)  # space freed
+        resumed = await run_job(prepare(loaded), client)
+    assert resumed.complete and resumed.already_done == 40
+    assert sorted(_keys(read_rows(loaded.output_dir / "data"))) == [(f"r{i:05d}", 0) for i in range(120)]

@@ -27,6 +27,7 @@ policy, can decide by ``isinstance`` and by ``retryable``::
         │                                that fails to render is recorded in errors/ instead)
         ├── DatasetError                 the input dataset cannot be found or read
         ├── ResumeError                  the output folder belongs to another job
+        ├── OutputError                  the output cannot be written (disk full, read-only): stop, resumable
         └── EndpointError                the endpoint refuses every request (401/403/404): stop the job
 
 ``retryable`` is a class default that an instance may override (``UnknownError`` is retryable for 5xx only).
@@ -192,6 +193,11 @@ class ResumeError(JobError):
     """The output folder holds another job's results (different fingerprint) or is unreadable."""
 
 
+class OutputError(JobError):
+    """A shard or the manifest could not be written. What was committed before is intact; the job stops and
+    resumes once the cause (space, permissions) is fixed."""
+
+
 class EndpointError(JobError):
     """The endpoint refuses every request (401/403: token missing or wrong; 404: wrong URL): no row's fault,
     so the job stops at once instead of failing every row."""
@@ -208,6 +214,7 @@ __all__ = [
     "JobError",
     "ModelLoadingError",
     "NotFoundError",
+    "OutputError",
     "OverloadedError",
     "ProtocolError",
     "RateLimitError",

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .errors import (
     EndpointError,
     JobError,
     NotFoundError,
+    OutputError,
     ResumeError,
     SpecError,
     TemplateError,
@@ -828,14 +830,30 @@ class _Runner:
                         await commit()
                     await self.progress_file.maybe_write_async()
         finally:
+            # an error already on its way out (a failed commit) must not be masked by the same failure here
+            failing = sys.exc_info()[1] is not None
             with anyio.CancelScope(shield=True):
-                await commit()
-                complete = self.reader_done and not self.control.stopping
-                self.result.complete = complete
-                self.result.rows_selected = self.rows_selected if self.reader_done else None
-                await anyio.to_thread.run_sync(lambda: self.write_manifest(complete=complete))
+                try:
+                    await commit()
+                    complete = self.reader_done and not self.control.stopping
+                    self.result.complete = complete
+                    self.result.rows_selected = self.rows_selected if self.reader_done else None
+                    await anyio.to_thread.run_sync(self._final_manifest, complete)
+                except OutputError:
+                    if not failing:
+                        raise
+                    complete = False
                 state, reason = self._final_state(complete)
                 self.result.summary = await self.progress_file.write_final_async(state, reason)
+
+    def _final_manifest(self, complete: bool) -> None:
+        try:
+            self.write_manifest(complete=complete)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the manifest in {str(self.out.root)!r}: {exc.strerror or exc}. The committed shards "
+                "are intact: fix the cause and run the same command again to resume"
+            ) from exc
 
     def _final_state(self, complete: bool) -> tuple[str, str | None]:
         control = self.control
@@ -856,15 +874,22 @@ class _Runner:
 
     def _commit(self, tables: list[tuple[str, pa.Table | None]], seq: int) -> list[CommittedFile]:
         committed = []
-        for kind, table in tables:
-            if table is None:
-                continue
-            path = self.out.shard_path(kind, seq)
-            commit_table(table, path)
-            committed.append(CommittedFile(f"{kind}/{path.name}", table.num_rows))
-        # data before manifest: the shards are committed, then the manifest lists them
-        self.files.extend(committed)
-        self.write_manifest(complete=False)
+        try:
+            for kind, table in tables:
+                if table is None:
+                    continue
+                path = self.out.shard_path(kind, seq)
+                commit_table(table, path)
+                committed.append(CommittedFile(f"{kind}/{path.name}", table.num_rows))
+            # data before manifest: the shards are committed, then the manifest lists them
+            self.files.extend(committed)
+            self.write_manifest(complete=False)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write to {str(self.out.root)!r}: {exc.strerror or exc} ({exc.filename or 'output'}). "
+                "Everything committed before is intact: fix the cause (free space, permissions) and run the "
+                "same command again to resume"
+            ) from exc
         return committed
 
 
