@@ -16,6 +16,36 @@ from pathlib import Path
 
 import httpx
 
+# the benchmarks and their child processes (`tgbatch run`, `tgbatch serve`) run this checkout's tgbatch,
+# whatever tgbatch is installed
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+TEMPLATE = "Write one sentence about {{ topic }}."
+
+
+def job_data(
+    folder: Path, name: str, url: str | list[str], prompts: Path, max_new_tokens: int, concurrency: object
+) -> dict[str, object]:
+    """The benchmark job: one short sentence per prompt of ``write_prompts``, output in ``folder/name``."""
+    return {
+        "name": name,
+        "dataset": {"path": str(prompts), "id_column": "id", "columns": []},
+        "template": TEMPLATE,
+        "parameters": {"max_new_tokens": max_new_tokens},
+        "endpoint": {"url": url, "concurrency": concurrency},
+        "output": {"dir": str(folder / name), "details": "summary"},
+    }
+
+
+def write_job(
+    folder: Path, name: str, url: str | list[str], prompts: Path, max_new_tokens: int, concurrency: object
+) -> Path:
+    job = folder / f"{name}.json"  # JSON is YAML
+    job.write_text(json.dumps(job_data(folder, name, url, prompts, max_new_tokens, concurrency)))
+    return job
+
 
 def free_port() -> int:
     with socket.socket() as s:

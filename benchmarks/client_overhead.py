@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, run_with_rusage, table, tgbatch_server, write_prompts
+from _common import machine, run_with_rusage, table, tgbatch_server, write_job, write_prompts
 
 TEMPLATE = "Write one sentence about {topic}."
 
@@ -96,23 +96,6 @@ def run_peer(name: str, url: str, prompts_path: Path, concurrency: int, max_new_
     print(json.dumps({"rows": rows, "seconds": time.perf_counter() - start}))
 
 
-def tgbatch_job(folder: Path, url: str, prompts: Path, concurrency: int, max_new_tokens: int) -> Path:
-    job = folder / "bench.yaml"
-    job.write_text(
-        json.dumps(
-            {
-                "name": "bench",
-                "dataset": {"path": str(prompts), "id_column": "id", "columns": []},
-                "template": "Write one sentence about {{ topic }}.",
-                "parameters": {"max_new_tokens": max_new_tokens},
-                "endpoint": {"url": url, "concurrency": concurrency},
-                "output": {"dir": str(folder / "out"), "details": "summary"},
-            }
-        )
-    )
-    return job
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20000)
@@ -134,10 +117,10 @@ def main() -> None:
         prompts = write_prompts(folder / "prompts.jsonl", args.rows)
         for name in names:
             if name == "tgbatch":
-                job = tgbatch_job(folder, url, prompts, args.concurrency, args.max_new_tokens)
+                job = write_job(folder, "bench", url, prompts, args.max_new_tokens, args.concurrency)
                 measured = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(job), "--fresh"])
                 # the run proper, from the first read to the last commit, without imports and start-up
-                seconds = json.loads((folder / "out" / "manifest.json").read_text())["elapsed_s"]
+                seconds = json.loads((folder / "bench" / "manifest.json").read_text())["elapsed_s"]
             else:
                 argv = [sys.executable, __file__, "--peer", name, "--url", url, "--prompts", str(prompts)]
                 argv += ["--concurrency", str(args.concurrency), "--max-new-tokens", str(args.max_new_tokens)]

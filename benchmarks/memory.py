@@ -13,38 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tgbatch, whatever is installed
-from _common import machine, run_with_rusage, table, tgbatch_server, write_prompts
-
-# the child processes (`tgbatch run`, `tgbatch serve`) run this checkout's tgbatch too
-ROOT = Path(__file__).resolve().parents[1]
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+from _common import machine, run_with_rusage, table, tgbatch_server, write_job, write_prompts
 
 RATIO_GOAL = 1.25
 LIMIT_MB = 400.0
-
-
-def job_file(folder: Path, name: str, url: str, prompts: Path, max_new_tokens: int, concurrency: int) -> Path:
-    job = folder / f"{name}.json"
-    job.write_text(
-        json.dumps(
-            {
-                "name": name,
-                "dataset": {"path": str(prompts), "id_column": "id", "columns": []},
-                "template": "Write one sentence about {{ topic }}.",
-                "parameters": {"max_new_tokens": max_new_tokens},
-                "endpoint": {"url": url, "concurrency": concurrency},
-                "output": {"dir": str(folder / name), "details": "summary"},
-            }
-        )
-    )
-    return job
 
 
 def main() -> None:
@@ -61,7 +38,7 @@ def main() -> None:
         url = "sim://" if args.sim else stack.enter_context(tgbatch_server())
         for rows in args.rows:
             prompts = write_prompts(folder / f"prompts-{rows}.jsonl", rows)
-            job = job_file(folder, f"mem{rows}", url, prompts, args.max_new_tokens, args.concurrency)
+            job = write_job(folder, f"mem{rows}", url, prompts, args.max_new_tokens, args.concurrency)
             measured = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(job), "--fresh"])
             if measured.returncode != 0:
                 print(f"{rows} rows: exit {measured.returncode}:\n{measured.stderr[-3000:]}", file=sys.stderr)

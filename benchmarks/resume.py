@@ -12,42 +12,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tgbatch, whatever is installed
-from _common import machine, run_with_rusage, table, tgbatch_server, write_prompts
-
-# the child processes (`tgbatch run`, `tgbatch serve`) run this checkout's tgbatch too
-ROOT = Path(__file__).resolve().parents[1]
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+from _common import machine, run_with_rusage, table, tgbatch_server, write_job, write_prompts
 
 GOAL_S = 10.0
 
 
-def job_file(folder: Path, url: str, prompts: Path, concurrency: int) -> Path:
-    job = folder / "resume.json"
-    job.write_text(
-        json.dumps(
-            {
-                "name": "resume",
-                "dataset": {"path": str(prompts), "id_column": "id", "columns": []},
-                "template": "Write one sentence about {{ topic }}.",
-                "parameters": {"max_new_tokens": 4},
-                "endpoint": {"url": url, "concurrency": concurrency},
-                "output": {"dir": str(folder / "out"), "details": "summary"},
-            }
-        )
-    )
-    return job
-
-
 def finished(folder: Path, rows: int) -> bool:
     try:
-        manifest = json.loads((folder / "out" / "manifest.json").read_text())
+        manifest = json.loads((folder / "resume" / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
     return bool(manifest.get("complete")) and manifest.get("rows_written") == rows
@@ -68,7 +45,7 @@ def main() -> None:
         prompts = folder / "prompts.jsonl"
         if not (prompts.exists() and finished(folder, args.rows)):
             write_prompts(prompts, args.rows)
-        job = job_file(folder, url, prompts, args.concurrency)
+        job = write_job(folder, "resume", url, prompts, 4, args.concurrency)
         first = None
         if not finished(folder, args.rows):
             first = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(job), "--fresh"])
@@ -79,7 +56,7 @@ def main() -> None:
         reruns = []
         for _ in range(args.repeat):
             again = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(job)])
-            manifest = json.loads((folder / "out" / "manifest.json").read_text())
+            manifest = json.loads((folder / "resume" / "manifest.json").read_text())
             if again.returncode != 0 or manifest.get("rows_written") != args.rows:
                 print(f"the re-run failed ({again.returncode}):\n{again.stderr[-3000:]}", file=sys.stderr)
                 sys.exit(1)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,12 +27,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tgbatch, whatever is installed
-from _common import machine, run_with_rusage, table, tgbatch_server, write_prompts
-
-# the child processes (`tgbatch run`, `tgbatch serve`) run this checkout's tgbatch too
-ROOT = Path(__file__).resolve().parents[1]
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+from _common import job_data, machine, run_with_rusage, table, tgbatch_server, write_job, write_prompts
 
 DECODE_MS = 5.0
 BATCH = 32
@@ -58,17 +52,6 @@ def server_flags(tokens: int, *extra: str) -> list[str]:
     ]
 
 
-def job_data(folder: Path, name: str, urls: list[str], prompts: Path, tokens: int, concurrency: Any) -> dict:
-    return {
-        "name": name,
-        "dataset": {"path": str(prompts), "id_column": "id", "columns": []},
-        "template": "Write one sentence about {{ topic }}.",
-        "parameters": {"max_new_tokens": tokens},
-        "endpoint": {"url": urls[0] if len(urls) == 1 else urls, "concurrency": concurrency},
-        "output": {"dir": str(folder / name), "details": "summary"},
-    }
-
-
 def spec_refuses(data: dict) -> str | None:
     """Why the installed tgbatch refuses this job spec, or None."""
     from tgbatch.errors import SpecError
@@ -81,20 +64,23 @@ def spec_refuses(data: dict) -> str | None:
     return None
 
 
+def _url(urls: list[str]) -> str | list[str]:
+    return urls[0] if len(urls) == 1 else urls
+
+
 def run_scenario(
     folder: Path, name: str, servers: list[list[str]], rows: int, tokens: int, prompts: Path, concurrency: Any
 ) -> list[str]:
     ideal = rows * tokens * DECODE_MS / 1000 / BATCH / len(servers)
     probe = job_data(
-        folder, name, [f"http://127.0.0.1:{8000 + i}" for i in range(len(servers))], prompts, tokens, concurrency
+        folder, name, _url([f"http://127.0.0.1:{8000 + i}" for i in range(len(servers))]), prompts, tokens, concurrency
     )
     refused = spec_refuses(probe)
     if refused is not None:
         return [name, f"{ideal:.1f}", "-", "-", "-", "-", f"not supported ({refused})"]
     with contextlib.ExitStack() as stack:
         urls = [stack.enter_context(tgbatch_server(*flags)) for flags in servers]
-        job = folder / f"{name}.json"
-        job.write_text(json.dumps(job_data(folder, name, urls, prompts, tokens, concurrency)))
+        job = write_job(folder, name, _url(urls), prompts, tokens, concurrency)
         measured = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(job), "--fresh"])
     if measured.returncode not in (0, 3):
         print(f"{name}: tgbatch run exited {measured.returncode}:\n{measured.stderr[-3000:]}", file=sys.stderr)
@@ -132,7 +118,7 @@ def main() -> None:
         folder = Path(tmp)
         prompts = write_prompts(folder / "prompts.jsonl", args.rows)
         concurrency: Any = "auto"
-        if spec_refuses(job_data(folder, "probe", ["http://127.0.0.1:1"], prompts, args.tokens, "auto")):
+        if spec_refuses(job_data(folder, "probe", "http://127.0.0.1:1", prompts, args.tokens, "auto")):
             concurrency = FALLBACK_CONCURRENCY
         scenarios = {
             "one": ("one server", [server_flags(args.tokens)]),
