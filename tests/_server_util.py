@@ -55,17 +55,8 @@ def sse_events(text: str) -> list[Any]:
     return out
 
 
-def _cli_prefix() -> list[str]:
-    # typer runs a lone command as the program itself; with more commands `serve` is a subcommand
-    from tgbatch.cli import _register, app
-
-    _register()
-    grouped = len(app.registered_commands) + len(app.registered_groups) > 1 or app.registered_callback
-    return [sys.executable, "-m", "tgbatch"] + (["serve"] if grouped else [])
-
-
 def cli_command(*args: str) -> list[str]:
-    return [*_cli_prefix(), *args]
+    return [sys.executable, "-m", "tgbatch", "serve", *args]
 
 
 def free_port() -> int:

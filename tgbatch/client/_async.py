@@ -30,7 +30,7 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     def _make_http(self, base_url: str, cookies: dict[str, str] | None) -> httpx.AsyncClient:
         if not is_sim_url(base_url):
             self._fast = FastPoster(base_url, self._config.timeout, cookies)
-        return make_async_http_client(base_url, timeout=self._config.timeout, headers={}, cookies=cookies)
+        return make_async_http_client(base_url, timeout=self._config.timeout, cookies=cookies)
 
     _fast: FastPoster | None = None
 

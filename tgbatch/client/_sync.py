@@ -21,7 +21,7 @@ class Client(BaseClient[httpx.Client]):
     ``http_client`` is an ``httpx.Client``."""
 
     def _make_http(self, base_url: str, cookies: dict[str, str] | None) -> httpx.Client:
-        return make_sync_http_client(base_url, timeout=self._config.timeout, headers={}, cookies=cookies)
+        return make_sync_http_client(base_url, timeout=self._config.timeout, cookies=cookies)
 
     def generate(
         self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]

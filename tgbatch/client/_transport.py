@@ -105,7 +105,6 @@ def make_async_http_client(
     base_url: str,
     *,
     timeout: httpx.Timeout,
-    headers: dict[str, str],
     cookies: dict[str, str] | None,
 ) -> httpx.AsyncClient:
     if is_sim_url(base_url):
@@ -113,14 +112,13 @@ def make_async_http_client(
         base_url = SIM_BASE_URL
     else:
         transport = AiohttpTransport(limits=DEFAULT_LIMITS)
-    return httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout, headers=headers, cookies=cookies)
+    return httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout, cookies=cookies)
 
 
 def make_sync_http_client(
     base_url: str,
     *,
     timeout: httpx.Timeout,
-    headers: dict[str, str],
     cookies: dict[str, str] | None,
 ) -> httpx.Client:
     transport: httpx.BaseTransport | None = None
@@ -131,7 +129,6 @@ def make_sync_http_client(
         base_url=base_url,
         transport=transport,
         timeout=timeout,
-        headers=headers,
         cookies=cookies,
         limits=DEFAULT_LIMITS,
     )
