@@ -13,8 +13,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    # plain click help: it rewraps docstring paragraphs to the terminal (rich keeps their line breaks)
-    rich_markup_mode=None,
+    # markdown: docstring paragraphs rewrap to the terminal (plain rich mode keeps their line breaks), and the
+    # option panels (router limits, latency, faults) still show
+    rich_markup_mode="markdown",
 )
 
 

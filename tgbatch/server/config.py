@@ -38,7 +38,7 @@ class SimConfig(BaseModel):
     max_client_batch_size: int = Field(4, ge=1, description="Reported in /info.")
     validation_workers: int = Field(2, ge=1, description="Reported in /info.")
     payload_limit: int = Field(2_000_000, ge=1, description="Largest request body in bytes (413 beyond).")
-    api_key: str | None = Field(None, description="If set, POST routes need 'Authorization: Bearer <key>'.")
+    api_key: str | None = Field(None, description="If set, POST routes need `Authorization: Bearer <key>`.")
     # -- the model --
     min_output_tokens: int = Field(
         16, ge=1, description="Fewest tokens before the model emits EOS (the EOS position depends on the prompt)."
