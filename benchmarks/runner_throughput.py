@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 
 from tgbatch.job.spec import load_job_data
-from tgbatch.pipeline import make_client, prepare, run_job
+from tgbatch.runner.pipeline import make_client, prepare, run_job
 
 
 def main() -> None:

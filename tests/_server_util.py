@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tgbatch.server import SimConfig, create_app
+from tgbatch.sim import SimConfig, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

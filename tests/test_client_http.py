@@ -197,7 +197,7 @@ def test_generate_posts_through_one_aiohttp_session_unless_given_an_httpx_client
 
 
 def test_env_proxy_is_read_once_and_honours_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tgbatch.client._transport import env_proxy
+    from tgbatch.http.transport import env_proxy
 
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)

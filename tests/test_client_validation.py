@@ -8,8 +8,8 @@ import anyio
 import httpx
 import pytest
 
+from tgbatch.backends.tgi.rules import check_wire
 from tgbatch.client import AsyncClient, Client, Limits, Parameters, ValidationError
-from tgbatch.validation import check_wire
 
 P = "Input validation error: "
 D = "Failed to deserialize the JSON body into the target type: "
@@ -285,7 +285,7 @@ def test_wire_checks_answer_as_serde(body: dict[str, Any], message: str) -> None
 
 
 def test_max_total_tokens_uses_the_v3_chunk_rule() -> None:
-    from tgbatch.validation import check_inputs
+    from tgbatch.backends.tgi.rules import check_inputs
 
     limits = Limits(max_input_tokens=1000, max_total_tokens=1512)
     # 10,000 new tokens with a short prompt is fine since v3.1.1 (checked against a 1024-token chunk)

@@ -6,9 +6,7 @@ import anyio
 import httpx
 import pytest
 
-from tgbatch.adaptive import AIMDLimit
 from tgbatch.client import AsyncClient
-from tgbatch.endpoints import Endpoint, EndpointPool, NoEndpointAvailable, PoolSettings
 from tgbatch.errors import (
     GenerationError,
     ModelLoadingError,
@@ -17,6 +15,8 @@ from tgbatch.errors import (
     TransportError,
     ValidationError,
 )
+from tgbatch.runner.concurrency import AIMDLimit
+from tgbatch.runner.dispatch import Endpoint, EndpointPool, NoEndpointAvailable, PoolSettings
 
 
 class Clock:

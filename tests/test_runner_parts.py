@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from .runner_util import prompts, write_jsonl
 
 from tgbatch.errors import (
     AuthenticationError,
@@ -28,17 +29,15 @@ from tgbatch.errors import (
     TransportError,
     ValidationError,
 )
-from tgbatch.job.checkpoint import Checkpoint
-from tgbatch.job.ids import KeySet, in_shard, row_hash, row_hashes, row_keys
-from tgbatch.job.layout import OutputDir
-from tgbatch.job.reader import iter_rows, open_source
-from tgbatch.job.retry import GaveUp, RetryPolicy, is_retryable
+from tgbatch.input.keys import KeySet, in_shard, row_hash, row_hashes, row_keys
+from tgbatch.input.sources import iter_rows, open_source
 from tgbatch.job.seeds import SeedPolicy
 from tgbatch.job.spec import RetrySpec, load_job_data
 from tgbatch.job.template import PromptTemplate
-from tgbatch.job.writer import commit_table, output_schemas
-
-from .runner_util import prompts, write_jsonl
+from tgbatch.output.checkpoint import Checkpoint
+from tgbatch.output.layout import OutputDir
+from tgbatch.output.schema import commit_table, output_schemas
+from tgbatch.runner.retry import GaveUp, RetryPolicy, is_retryable
 
 # -- ids, shards, key sets -------------------------------------------------------------------------------------
 

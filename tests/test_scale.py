@@ -10,16 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from .runner_util import prompts, write_jsonl
 
 from tgbatch.errors import DatasetError, ResumeError
-from tgbatch.job.checkpoint import Checkpoint
-from tgbatch.job.ids import KeySet, row_hashes, row_keys
-from tgbatch.job.layout import OutputDir
-from tgbatch.job.reader import RowBatch, iter_rows, open_source
+from tgbatch.input.keys import KeySet, row_hashes, row_keys
+from tgbatch.input.sources import RowBatch, iter_rows, open_source
 from tgbatch.job.spec import load_job_data
-from tgbatch.job.writer import commit_table, output_schemas
-
-from .runner_util import prompts, write_jsonl
+from tgbatch.output.checkpoint import Checkpoint
+from tgbatch.output.layout import OutputDir
+from tgbatch.output.schema import commit_table, output_schemas
 
 
 def _keys(pairs: list[tuple[int, int]]) -> np.ndarray:
@@ -217,7 +216,7 @@ def test_json_lines_are_counted_without_parsing(tmp_path: Path) -> None:
 def test_json_lines_are_read_in_bounded_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gzip
 
-    import tgbatch.job.reader as reader
+    import tgbatch.input.sources as reader
 
     monkeypatch.setattr(reader, "JSON_CHUNK_BYTES", 64 * 1024)
     rows = prompts(60_000)  # ~5 MB of JSON: many chunks, lines cut at chunk edges

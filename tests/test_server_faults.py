@@ -7,11 +7,10 @@ import time
 
 import httpx
 import pytest
-
-from tgbatch.server import ConnectionDropped, SimConfig
-from tgbatch.server.faults import FaultInjector
-
 from ._server_util import body, sim, sim_state, sse_events
+
+from tgbatch.sim import ConnectionDropped, SimConfig
+from tgbatch.sim.faults import FaultInjector
 
 pytestmark = pytest.mark.anyio
 

@@ -8,11 +8,10 @@ import re
 
 import jsonschema
 import pytest
-
-from tgbatch.server.vocab import EOS_ID, tokenize
-from tgbatch.types import Response
-
 from ._server_util import body, sim
+
+from tgbatch.backends.tgi.models import Response
+from tgbatch.sim.vocab import EOS_ID, tokenize
 
 pytestmark = pytest.mark.anyio
 
@@ -396,7 +395,7 @@ def test_tokenizer_is_lossless(text: str) -> None:
 
 
 def test_unknown_pieces_have_stable_ids() -> None:
-    from tgbatch.server.vocab import VOCAB_SIZE, piece_id
+    from tgbatch.sim.vocab import VOCAB_SIZE, piece_id
 
     # blake2b, not Python's salted hash(): the same in every process
     assert piece_id(" Zanzibar") == piece_id(" Zanzibar")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tgbatch.errors import SpecError
-from tgbatch.server import SimConfig, app_from_sim_url
-from tgbatch.types import Info
-
 from ._server_util import body, sim, sim_state
+
+from tgbatch.backends.tgi.models import Info
+from tgbatch.errors import SpecError
+from tgbatch.sim import SimConfig, app_from_sim_url
 
 pytestmark = pytest.mark.anyio
 

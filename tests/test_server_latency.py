@@ -8,7 +8,6 @@ import time
 
 import httpx
 import pytest
-
 from ._server_util import body, sim, sim_state, sse_events
 
 pytestmark = pytest.mark.anyio

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from tgbatch.types import StreamResponse
-
 from ._server_util import body, sim, sse_events
+
+from tgbatch.backends.tgi.models import StreamResponse
 
 pytestmark = pytest.mark.anyio
 

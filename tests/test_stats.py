@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tgbatch.cli import _register, app
-from tgbatch.job.stats import (
+from tgbatch.metrics.live import (
     LatencyHistogram,
     LiveStats,
     ProgressFile,
@@ -30,7 +30,7 @@ from tgbatch.job.stats import (
     read_stats_files,
     stats_file_name,
 )
-from tgbatch.job.status import collect_status
+from tgbatch.status import collect_status
 
 runner = CliRunner()
 _register()

@@ -21,7 +21,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported for their side effect of adding commands to `app`
-    from . import (  # noqa: F401
+    from tgbatch.cli import (  # noqa: F401
         run,
         serve,
         status,

@@ -13,9 +13,9 @@ from typing import NoReturn
 import typer
 from tqdm import tqdm
 
-from ..errors import AuthenticationError, JobError, TGBatchError
-from ..job.writer import CommittedFile
-from ..pipeline import ProgressSink
+from tgbatch.errors import AuthenticationError, JobError, TGBatchError
+from tgbatch.output.schema import CommittedFile
+from tgbatch.runner.pipeline import ProgressSink
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1

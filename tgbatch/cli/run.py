@@ -9,12 +9,8 @@ from typing import Annotated
 import anyio
 import typer
 
-from ..endpoints import EndpointPool
-from ..job.spec import load_job
-from ..job.stats import format_summary
-from ..pipeline import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
-from . import app
-from ._jobs import (
+from tgbatch.cli import app
+from tgbatch.cli._jobs import (
     EXIT_BUDGET,
     EXIT_FAILED_ROWS,
     EXIT_INTERRUPTED,
@@ -28,6 +24,10 @@ from ._jobs import (
     parse_shard,
     setup_logging,
 )
+from tgbatch.job.spec import load_job
+from tgbatch.metrics.live import format_summary
+from tgbatch.runner.dispatch import EndpointPool
+from tgbatch.runner.pipeline import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
 
 
 @app.command("run")

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import SpecError
-from ..server.config import SimConfig, config_from_mapping
-from . import app
+from tgbatch.cli import app
+from tgbatch.errors import SpecError
+from tgbatch.sim.config import SimConfig, config_from_mapping
 
 _D = SimConfig.model_fields
 
@@ -102,7 +102,7 @@ def serve_command(
 ) -> None:
     """Run a TGI-compatible simulated server (no GPU, no weights): TGI's protocol, a deterministic model,
     a latency model and fault injection."""
-    from ..server import serve
+    from tgbatch.sim import serve
 
     options = {
         name: value

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
-from ..job.stats import format_duration, format_endpoint, format_latency, format_rate, format_retries
-from ..job.status import collect_status
-from . import app
-from ._jobs import exit_codes
+from tgbatch.cli import app
+from tgbatch.cli._jobs import exit_codes
+from tgbatch.metrics.live import format_duration, format_endpoint, format_latency, format_rate, format_retries
+from tgbatch.status import collect_status
 
 
 def _duration(seconds: float) -> str:

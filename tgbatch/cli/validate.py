@@ -8,13 +8,13 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from ..errors import TGIError, ValidationError
-from ..job.layout import OutputDir
-from ..job.spec import load_job, redact_url
-from ..pipeline import Prepared, make_client, prepare, read_token
-from ..validation import Limits, check_best_of, check_parameters
-from . import app
-from ._jobs import exit_codes, fail
+from tgbatch.backends.tgi.rules import Limits, check_best_of, check_parameters
+from tgbatch.cli import app
+from tgbatch.cli._jobs import exit_codes, fail
+from tgbatch.errors import TGIError, ValidationError
+from tgbatch.job.spec import load_job, redact_url
+from tgbatch.output.layout import OutputDir
+from tgbatch.runner.pipeline import Prepared, make_client, prepare, read_token
 
 INFO_TIMEOUT_S = 10.0
 

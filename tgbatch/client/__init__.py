@@ -5,7 +5,24 @@ request parameter, client-side validation with TGI's own rules and messages, and
 exceptions (``tgbatch.errors``).
 """
 
-from ..errors import (
+from tgbatch.backends.tgi._async import AsyncClient, InferenceAPIAsyncClient
+from tgbatch.backends.tgi._sync import Client, InferenceAPIClient
+from tgbatch.backends.tgi.models import (
+    BestOfSequence,
+    Details,
+    FinishReason,
+    Grammar,
+    Info,
+    InputToken,
+    PrefillToken,
+    Response,
+    StreamDetails,
+    StreamResponse,
+    Token,
+)
+from tgbatch.backends.tgi.rules import Limits, Parameters
+from tgbatch.backends.tgi.wire import GenerateOptions
+from tgbatch.errors import (
     AuthenticationError,
     BadRequestError,
     GenerationError,
@@ -23,24 +40,7 @@ from ..errors import (
     UnknownError,
     ValidationError,
 )
-from ..types import (
-    BestOfSequence,
-    Details,
-    FinishReason,
-    Grammar,
-    Info,
-    InputToken,
-    PrefillToken,
-    Response,
-    StreamDetails,
-    StreamResponse,
-    Token,
-)
-from ..validation import Limits, Parameters
-from ._async import AsyncClient, InferenceAPIAsyncClient
-from ._protocol import GenerateOptions
-from ._sync import Client, InferenceAPIClient
-from ._transport import DEFAULT_LIMITS, DEFAULT_TIMEOUT
+from tgbatch.http.transport import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -20,10 +20,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from ..errors import SpecError
-from ..errors import ValidationError as TGIValidationError
-from ..types import U64_MAX
-from ..validation import Limits, Parameters, check_best_of, check_grammar, check_parameters, check_wire
+from tgbatch.backends.tgi.models import U64_MAX
+from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_grammar, check_parameters, check_wire
+from tgbatch.errors import SpecError
+from tgbatch.errors import ValidationError as TGIValidationError
 
 SeedPolicy = Literal["none", "fixed", "per_row", "random"]
 DetailsLevel = Literal["none", "summary", "full"]

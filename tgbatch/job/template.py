@@ -13,7 +13,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..errors import TemplateError
+from tgbatch.errors import TemplateError
 
 BUILTIN_NAMES = frozenset({"row", "row_id"})
 

@@ -23,7 +23,7 @@ import anyio.from_thread
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from ..errors import IncompleteStreamError, RequestTimeoutError, TGIError, TransportError
+from tgbatch.errors import IncompleteStreamError, RequestTimeoutError, TGIError, TransportError
 
 SIM_SCHEME = "sim"
 SIM_BASE_URL = "http://sim"
@@ -50,7 +50,7 @@ def is_sim_url(url: str) -> bool:
 
 def _sim_app(url: str) -> Any:
     # imported lazily: the simulator (Starlette) is only loaded when a sim:// URL is used
-    from ..server import app_from_sim_url
+    from tgbatch.sim import app_from_sim_url
 
     return app_from_sim_url(url)
 

@@ -23,9 +23,9 @@ import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 import pyarrow.json as pajson
 
-from ..errors import DatasetError, SpecError
-from .ids import KeySet, in_shard, row_hashes, row_keys
-from .spec import LoadedJob
+from tgbatch.errors import DatasetError, SpecError
+from tgbatch.input.keys import KeySet, in_shard, row_hashes, row_keys
+from tgbatch.job.spec import LoadedJob
 
 _EXTENSIONS = {
     ".jsonl": "jsonl",

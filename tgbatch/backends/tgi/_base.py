@@ -8,11 +8,17 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from ..errors import IncompleteStreamError, ProtocolError
-from ..types import StreamResponse
-from ..validation import Limits, Parameters
-from ._protocol import PreparedRequest, build_headers, build_parameters, parse_stream_event, prepare_generate
-from ._transport import SIM_BASE_URL, as_timeout, is_sim_url
+from tgbatch.backends.tgi.models import StreamResponse
+from tgbatch.backends.tgi.rules import Limits, Parameters
+from tgbatch.backends.tgi.wire import (
+    PreparedRequest,
+    build_headers,
+    build_parameters,
+    parse_stream_event,
+    prepare_generate,
+)
+from tgbatch.errors import IncompleteStreamError, ProtocolError
+from tgbatch.http.transport import SIM_BASE_URL, as_timeout, is_sim_url
 
 #: The HF Inference API's model routes; HF_INFERENCE_ENDPOINT overrides it (as in huggingface_hub)
 INFERENCE_API_BASE = "https://router.huggingface.co/hf-inference"

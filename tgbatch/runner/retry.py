@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any, stop_before_delay
 
-from ..endpoints import is_overload
-from ..errors import AuthenticationError, TGIError
-from .spec import RetrySpec
+from tgbatch.errors import AuthenticationError, TGIError
+from tgbatch.job.spec import RetrySpec
+from tgbatch.runner.dispatch import is_overload
 
 T = TypeVar("T")
 

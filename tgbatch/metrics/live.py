@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from .writer import write_atomic
+from tgbatch.output.schema import write_atomic
 
 log = logging.getLogger("tgbatch.job")
 

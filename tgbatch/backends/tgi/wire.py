@@ -15,8 +15,10 @@ from typing import Any, Literal, TypedDict
 
 import pydantic
 
-from .. import __version__
-from ..errors import (
+from tgbatch import __version__
+from tgbatch.backends.tgi.models import Grammar, Info, Response, StreamResponse
+from tgbatch.backends.tgi.rules import Limits, Parameters, check_wire, validate_request
+from tgbatch.errors import (
     AuthenticationError,
     BadRequestError,
     GenerationError,
@@ -31,8 +33,6 @@ from ..errors import (
     UnknownError,
     ValidationError,
 )
-from ..types import Grammar, Info, Response, StreamResponse
-from ..validation import Limits, Parameters, check_wire, validate_request
 
 USER_AGENT = f"tgbatch/{__version__}"
 

@@ -12,9 +12,9 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import ResumeError
-from .layout import OutputDir
-from .stats import is_live, merge_snapshots, pid_alive, read_stats_files
+from tgbatch.errors import ResumeError
+from tgbatch.metrics.live import is_live, merge_snapshots, pid_alive, read_stats_files
+from tgbatch.output.layout import OutputDir
 
 #: the bulky parts of a snapshot that ``status --json`` leaves out (they are for merging shards)
 _HISTOGRAMS = ("latency_histogram", "recent_latency_histogram")

@@ -9,11 +9,18 @@ from typing import Unpack
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from ..types import Info, Response, StreamResponse
-from ..validation import Parameters
-from ._base import BaseClient, InferenceAPIMixin, StreamState, not_an_event_stream
-from ._protocol import GenerateOptions, PreparedRequest, error_from_response, parse_health, parse_info, parse_response
-from ._transport import FastPoster, is_sim_url, make_async_http_client, translated
+from tgbatch.backends.tgi._base import BaseClient, InferenceAPIMixin, StreamState, not_an_event_stream
+from tgbatch.backends.tgi.models import Info, Response, StreamResponse
+from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.backends.tgi.wire import (
+    GenerateOptions,
+    PreparedRequest,
+    error_from_response,
+    parse_health,
+    parse_info,
+    parse_response,
+)
+from tgbatch.http.transport import FastPoster, is_sim_url, make_async_http_client, translated
 
 
 class AsyncClient(BaseClient[httpx.AsyncClient]):

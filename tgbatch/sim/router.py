@@ -9,8 +9,7 @@ from typing import Any
 
 import pydantic
 
-from ..errors import OverloadedError, ValidationError
-from ..validation import (
+from tgbatch.backends.tgi.rules import (
     DESERIALIZE_PREFIX,
     Limits,
     Parameters,
@@ -18,9 +17,10 @@ from ..validation import (
     check_parameters,
     parameters_from_wire,
 )
-from .config import SimConfig
-from .grammar import compile_grammar
-from .model import Generation, GrammarSampler, Prompt, draw_seed, generate, prompt_of
+from tgbatch.errors import OverloadedError, ValidationError
+from tgbatch.sim.config import SimConfig
+from tgbatch.sim.grammar import compile_grammar
+from tgbatch.sim.model import Generation, GrammarSampler, Prompt, draw_seed, generate, prompt_of
 
 OVERLOADED = "Model is overloaded"
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import jsonschema
 
-from ..errors import ValidationError
-from ..types import Grammar
-from ..validation import PREFIX, grammar_schema
+from tgbatch.backends.tgi.models import Grammar
+from tgbatch.backends.tgi.rules import PREFIX, grammar_schema
+from tgbatch.errors import ValidationError
 
 try:  # Python 3.11+: the regex parser behind ``re``, which gives the tree generation walks
     from re import _constants as sre_c

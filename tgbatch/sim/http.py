@@ -13,8 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import ValidationError
-from ..validation import check_wire
+from tgbatch.backends.tgi.rules import check_wire
+from tgbatch.errors import ValidationError
 
 JSON_CONTENT_TYPE = "application/json"
 _MISSING_JSON = "Expected request with `Content-Type: application/json`"

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from .adaptive import AIMDLimit
-from .client import AsyncClient
-from .errors import ModelLoadingError, OverloadedError, RateLimitError, ServiceUnavailableError, TGIError
+from tgbatch.client import AsyncClient
+from tgbatch.errors import ModelLoadingError, OverloadedError, RateLimitError, ServiceUnavailableError, TGIError
+from tgbatch.runner.concurrency import AIMDLimit
 
 #: overload answers without Retry-After start pausing the endpoint only after this many in a row: a lone 429 is
 #: noise (another client's burst), a run of them is a full server

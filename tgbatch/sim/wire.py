@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import TGIError
-from .model import Generation, PrefillTuple, TokenTuple
+from tgbatch.errors import TGIError
+from tgbatch.sim.model import Generation, PrefillTuple, TokenTuple
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
-from .app import build_app
-from .config import SimConfig, config_from_sim_url
-from .faults import ConnectionDropped
-from .serve import serve
+from tgbatch.sim.app import build_app
+from tgbatch.sim.config import SimConfig, config_from_sim_url
+from tgbatch.sim.faults import ConnectionDropped
+from tgbatch.sim.serve import serve
 
 
 def create_app(config: SimConfig | None = None) -> Starlette:

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from .config import SimConfig
+from tgbatch.sim.config import SimConfig
 
 _SCALE = float(1 << 64)
 

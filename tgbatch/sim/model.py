@@ -15,8 +15,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..validation import Parameters
-from .vocab import EOS_ID, EOS_TEXT, GENERATED_IDS, PIECES, piece_id, tokenize
+from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.sim.vocab import EOS_ID, EOS_TEXT, GENERATED_IDS, PIECES, piece_id, tokenize
 
 TokenTuple = tuple[int, str, float, bool]
 PrefillTuple = tuple[int, str, float | None]

@@ -6,9 +6,9 @@ import logging
 
 import uvicorn
 
-from .app import build_app
-from .config import SimConfig
-from .faults import ConnectionDropped
+from tgbatch.sim.app import build_app
+from tgbatch.sim.config import SimConfig
+from tgbatch.sim.faults import ConnectionDropped
 
 
 class _HideDrops(logging.Filter):

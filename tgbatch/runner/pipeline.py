@@ -27,10 +27,9 @@ import anyio
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from . import __version__
-from .adaptive import AIMDLimit
-from .endpoints import Endpoint, EndpointPool, NoEndpointAvailable
-from .errors import (
+from tgbatch import __version__
+from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.errors import (
     AuthenticationError,
     EndpointError,
     JobError,
@@ -42,17 +41,18 @@ from .errors import (
     TGIError,
     TransportError,
 )
-from .job.checkpoint import Checkpoint
-from .job.fingerprint import Fingerprint
-from .job.layout import OutputDir
-from .job.reader import RowBatch, Source, iter_rows, open_source
-from .job.retry import GaveUp, RetryPolicy, Stopped
-from .job.seeds import SeedPolicy
-from .job.spec import EndpointSpec, LoadedJob, redact_url
-from .job.stats import LiveStats, ProgressFile
-from .job.template import PromptTemplate
-from .job.writer import RESERVED_NAMES, CommittedFile, ShardBuffer, commit_table, output_schemas
-from .validation import Parameters
+from tgbatch.input.sources import RowBatch, Source, iter_rows, open_source
+from tgbatch.job.fingerprint import Fingerprint
+from tgbatch.job.seeds import SeedPolicy
+from tgbatch.job.spec import EndpointSpec, LoadedJob, redact_url
+from tgbatch.job.template import PromptTemplate
+from tgbatch.metrics.live import LiveStats, ProgressFile
+from tgbatch.output.checkpoint import Checkpoint
+from tgbatch.output.layout import OutputDir
+from tgbatch.output.schema import RESERVED_NAMES, CommittedFile, ShardBuffer, commit_table, output_schemas
+from tgbatch.runner.concurrency import AIMDLimit
+from tgbatch.runner.dispatch import Endpoint, EndpointPool, NoEndpointAvailable
+from tgbatch.runner.retry import GaveUp, RetryPolicy, Stopped
 
 log = logging.getLogger("tgbatch.job")
 
@@ -166,7 +166,7 @@ def _carried_columns(wanted: list[str] | None, names: list[str]) -> tuple[list[t
 def make_client(endpoint: EndpointSpec, token: str | None, url: str | None = None) -> Any:
     """The TGI client for one of the job's endpoints (``url``, default the first; ``token``: read from
     ``endpoint.token_env`` by the caller)."""
-    from .client import AsyncClient
+    from tgbatch.client import AsyncClient
 
     url = url if url is not None else endpoint.urls[0]
     try:

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import ResumeError
-from .ids import KeySet, in_shard, row_hashes, row_keys
-from .layout import OutputDir
+from tgbatch.errors import ResumeError
+from tgbatch.input.keys import KeySet, in_shard, row_hashes, row_keys
+from tgbatch.output.layout import OutputDir
 
 
 class SampleKeys:

@@ -22,11 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..errors import GenerationError, IncompleteGenerationError, TGIError
-from ..validation import Parameters, check_best_of, check_stream
-from . import wire
-from .config import TGI_VERSION, SimConfig
-from .faults import (
+from tgbatch.backends.tgi.rules import Parameters, check_best_of, check_stream
+from tgbatch.errors import GenerationError, IncompleteGenerationError, TGIError
+from tgbatch.sim import wire
+from tgbatch.sim.config import TGI_VERSION, SimConfig
+from tgbatch.sim.faults import (
     PROXY_503,
     RATE_LIMIT_MESSAGE,
     SHARD_ERROR,
@@ -36,12 +36,12 @@ from .faults import (
     FaultInjector,
     retry_after_header,
 )
-from .http import Rejection, authorized, read_body
-from .latency import LatencyModel
-from .metrics import Metrics
-from .model import Generation
-from .router import Plan, Router, overloaded
-from .sse import SSEResponse
+from tgbatch.sim.http import Rejection, authorized, read_body
+from tgbatch.sim.latency import LatencyModel
+from tgbatch.sim.metrics import Metrics
+from tgbatch.sim.model import Generation
+from tgbatch.sim.router import Plan, Router, overloaded
+from tgbatch.sim.sse import SSEResponse
 
 COMPUTE_TYPE = "gpu+optimized"
 JSON = "application/json"

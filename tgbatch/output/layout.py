@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from ..errors import ResumeError
-from .writer import CommittedFile, fsync_dir, write_atomic
+from tgbatch.errors import ResumeError
+from tgbatch.output.schema import CommittedFile, fsync_dir, write_atomic
 
 SHARD_FILE = re.compile(r"^part-(?P<tag>\d+of\d+)-(?P<seq>\d+)\.parquet$")
 MANIFEST_FILE = re.compile(r"^manifest(-\d+of\d+)?\.json$")
