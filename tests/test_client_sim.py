@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from ._server_util import LiveServer, live_servers
 
 from tgbatch import errors
 from tgbatch.client import AsyncClient, Client, FinishReason, Limits
+
+from ._server_util import LiveServer, live_servers
 
 PROMPT = "Why is the sky blue?"
 

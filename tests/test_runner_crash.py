@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
 from ._server_util import live_servers
 from .runner_util import read_rows, write_job
 

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from .runner_util import prompts, write_jsonl
 
 from tgbatch.errors import (
     AuthenticationError,
@@ -38,6 +37,8 @@ from tgbatch.output.checkpoint import Checkpoint
 from tgbatch.output.layout import OutputDir
 from tgbatch.output.schema import commit_table, output_schemas
 from tgbatch.runner.retry import GaveUp, RetryPolicy, is_retryable
+
+from .runner_util import prompts, write_jsonl
 
 # -- ids, shards, key sets -------------------------------------------------------------------------------------
 

@@ -12,12 +12,13 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
-from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
 
 from tgbatch.cli import _register, app
 from tgbatch.client import AsyncClient
 from tgbatch.job.spec import load_job
 from tgbatch.runner.pipeline import ProgressSink, RunControl, RunOptions, prepare, run_job
+
+from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
 
 _register()
 runner = CliRunner()
@@ -426,7 +427,6 @@ async def test_disk_full_stops_with_a_clear_error_and_resumes(
     import errno
 
     import tgbatch.runner.pipeline as pipeline
-
     from tgbatch.errors import OutputError
 
     real_commit = pipeline.commit_table

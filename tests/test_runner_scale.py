@@ -13,11 +13,12 @@ from typing import Any
 
 import anyio
 import pytest
-from ._server_util import live_servers
-from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
 
 from tgbatch.job.spec import load_job
 from tgbatch.runner.pipeline import make_pool, prepare, run_job
+
+from ._server_util import live_servers
+from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 120.0

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from .runner_util import prompts, write_jsonl
 
 from tgbatch.errors import DatasetError, ResumeError
 from tgbatch.input.keys import KeySet, row_hashes, row_keys
@@ -19,6 +18,8 @@ from tgbatch.job.spec import load_job_data
 from tgbatch.output.checkpoint import Checkpoint
 from tgbatch.output.layout import OutputDir
 from tgbatch.output.schema import commit_table, output_schemas
+
+from .runner_util import prompts, write_jsonl
 
 
 def _keys(pairs: list[tuple[int, int]]) -> np.ndarray:

@@ -7,10 +7,11 @@ import time
 
 import httpx
 import pytest
-from ._server_util import body, sim, sim_state, sse_events
 
 from tgbatch.sim import ConnectionDropped, SimConfig
 from tgbatch.sim.faults import FaultInjector
+
+from ._server_util import body, sim, sim_state, sse_events
 
 pytestmark = pytest.mark.anyio
 

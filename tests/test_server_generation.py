@@ -8,10 +8,11 @@ import re
 
 import jsonschema
 import pytest
-from ._server_util import body, sim
 
 from tgbatch.backends.tgi.models import Response
 from tgbatch.sim.vocab import EOS_ID, tokenize
+
+from ._server_util import body, sim
 
 pytestmark = pytest.mark.anyio
 

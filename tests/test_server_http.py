@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from ._server_util import body, sim, sim_state
 
 from tgbatch.backends.tgi.models import Info
 from tgbatch.errors import SpecError
 from tgbatch.sim import SimConfig, app_from_sim_url
+
+from ._server_util import body, sim, sim_state
 
 pytestmark = pytest.mark.anyio
 

@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+
 from ._server_util import body, sim, sim_state, sse_events
 
 pytestmark = pytest.mark.anyio

@@ -15,6 +15,7 @@ import text_generation.errors
 from huggingface_hub import InferenceClient
 from huggingface_hub import errors as hf_errors
 from text_generation.types import Grammar, GrammarType
+
 from ._server_util import ROOT, LiveServer, body, cli_command, live_servers, sse_events
 
 PROMPT = "Explain continuous batching in one paragraph"

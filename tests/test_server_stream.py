@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ._server_util import body, sim, sse_events
 
 from tgbatch.backends.tgi.models import StreamResponse
+
+from ._server_util import body, sim, sse_events
 
 pytestmark = pytest.mark.anyio
 

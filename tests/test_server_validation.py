@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from ._server_util import body, sim, sim_state, sse_events
 
 pytestmark = pytest.mark.anyio

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from typer.testing import CliRunner
-from .runner_util import job_dict, prompts, write_job, write_jsonl
 
 from tgbatch.cli import _register, app
 from tgbatch.errors import SpecError
 from tgbatch.job.spec import apply_overrides, load_job, redact_url
+
+from .runner_util import job_dict, prompts, write_job, write_jsonl
 
 _register()
 runner = CliRunner()

@@ -1,38 +1,46 @@
-"""tgbatch's one exception tree.
+"""tgbatch's one exception tree, the same for every backend (TGI's ``/generate`` and OpenAI-style routes).
 
-Every error tgbatch raises is a ``TGBatchError``. Errors that come from talking to a text-generation server are
-``TGIError`` subclasses, classified by *type* (never by message text) so that callers, and the runner's retry
-policy, can decide by ``isinstance`` and by ``retryable``::
+Every error tgbatch raises is a ``TGBatchError``. Each class carries three flags, and the runner's retry and
+dispatch logic reads only the flags, never a message and (almost) never a class:
 
-    TGBatchError
-    ├── TGIError                         status_code, error_type, retryable, retry_after
+- ``retryable``: trying the same request again may succeed (the instance may override the class default:
+  ``UnknownError`` is retryable for 5xx only);
+- ``overload``: the server is saying "too much right now" (429, 503): the server's state, not the row's, so
+  the endpoint pauses for every row and the row's attempts are not used up;
+- ``fatal``: no request to this endpoint can succeed (a refused token, a wrong URL): the job stops.
+
+::
+
+    TGBatchError                         flags: retryable / overload / fatal
+    ├── ServerError (= TGIError)         status_code, error_type, retry_after, body
     │   ├── ValidationError              422 error_type=validation; also raised client-side before sending
     │   ├── GenerationError              424 error_type=generation                          retryable
-    │   ├── OverloadedError              429 error_type=overloaded (TGI's semaphore)        retryable
-    │   ├── RateLimitError               429 without error_type (HF API rate limit)         retryable
+    │   ├── OverloadedError              429 error_type=overloaded (TGI's semaphore)        retryable overload
+    │   ├── RateLimitError               429 without error_type (a gateway's rate limit)    retryable overload
     │   ├── IncompleteGenerationError    500 incomplete_generation(_stream)                 retryable
     │   │   └── IncompleteStreamError    the SSE stream ended before its final event        retryable
-    │   ├── ModelLoadingError            503 with estimated_time ("... is currently loading") retryable
-    │   ├── ServiceUnavailableError      502/503/504 from a proxy or gateway                 retryable
+    │   ├── ModelLoadingError            503 with estimated_time ("... is currently loading") retryable overload
+    │   ├── ServiceUnavailableError      502/503/504 from a proxy or gateway                 retryable (503: overload)
     │   ├── BadRequestError              400/413/415 and other 4xx (axum rejections)
-    │   ├── AuthenticationError          401/403: missing or wrong token
-    │   ├── NotFoundError                404: wrong URL or model id
+    │   ├── AuthenticationError          401/403: missing or wrong token                                  fatal
+    │   ├── NotFoundError                404: wrong URL or model id                                       fatal
     │   ├── ProtocolError                a 2xx answer that is not what the protocol says
     │   ├── TransportError               connection refused/reset/closed                    retryable
     │   │   └── RequestTimeoutError      connect/read/write/pool timeout                     retryable
     │   └── UnknownError                 any other status; retryable when 5xx
-    └── JobError                         a job cannot start or continue (runner; see tgbatch.pipeline)
+    ├── RowError                         one row cannot be done: recorded in errors/, the job goes on
+    │   └── TemplateError                the row's prompt or messages cannot be rendered
+    └── JobError                         a job cannot start or go on
         ├── SpecError                    the job spec or a CLI override is invalid
-        │   └── TemplateError            the prompt template does not compile or render (at run time a row
-        │                                that fails to render is recorded in errors/ instead)
+        │   └── BadTemplateError         the template itself is wrong (syntax, unknown column); also a
+        │                                TemplateError, so code that catches template problems sees both
         ├── DatasetError                 the input dataset cannot be found or read
         ├── ResumeError                  the output folder belongs to another job
         ├── OutputError                  the output cannot be written (disk full, read-only): stop, resumable
-        └── EndpointError                the endpoint refuses every request (401/403/404): stop the job
+        └── EndpointError                the endpoint refuses every request (401/403/404): stop the job  fatal
 
-``retryable`` is a class default that an instance may override (``UnknownError`` is retryable for 5xx only).
 ``retry_after`` is the server's hint in seconds (``Retry-After`` header or ``estimated_time``), else ``None``.
-Foreign exceptions (httpx's) are translated in exactly one place, ``tgbatch.client._http``, always chained
+Foreign exceptions (aiohttp's, httpx's) are translated in exactly one place, ``tgbatch.http``, always chained
 with ``raise ... from exc``.
 """
 
@@ -44,11 +52,17 @@ from typing import Any, ClassVar
 class TGBatchError(Exception):
     """Base class of every error tgbatch raises."""
 
-
-class TGIError(TGBatchError):
-    """An error answer from a text-generation server, or a failure to get one."""
-
+    #: trying again may succeed
     retryable: ClassVar[bool] = False
+    #: the server is overloaded (its state, not the request's): pause the endpoint, spend no attempt
+    overload: ClassVar[bool] = False
+    #: no request can succeed: stop the job
+    fatal: ClassVar[bool] = False
+
+
+class ServerError(TGBatchError):
+    """An error answer from a text-generation server, or a failure to get one (any backend)."""
+
     #: the TGI ``error_type`` values this class stands for (used by the status mapping)
     error_types: ClassVar[tuple[str, ...]] = ()
 
@@ -61,6 +75,7 @@ class TGIError(TGBatchError):
         retry_after: float | None = None,
         body: str | None = None,
         retryable: bool | None = None,
+        overload: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -71,6 +86,8 @@ class TGIError(TGBatchError):
         if retryable is not None:
             # instance attribute shadows the class default for this one error
             self.retryable = retryable  # type: ignore[misc]
+        if overload is not None:
+            self.overload = overload  # type: ignore[misc]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # keyword-only constructor arguments survive pickling (errors cross process pools in benchmarks)
@@ -80,14 +97,18 @@ class TGIError(TGBatchError):
         return f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r})"
 
 
-def _rebuild(cls: type[TGIError], message: str, state: dict[str, Any]) -> TGIError:
+def _rebuild(cls: type[ServerError], message: str, state: dict[str, Any]) -> ServerError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
     return err
 
 
-class ValidationError(TGIError):
+#: the name this class had when tgbatch spoke only TGI (kept: it is public API)
+TGIError = ServerError
+
+
+class ValidationError(ServerError):
     """The request's parameters or inputs are invalid (TGI 422 ``validation``), raised before sending when the
     client can tell on its own. ``str(err)`` is TGI's exact message, ``Input validation error: ...``."""
 
@@ -99,27 +120,29 @@ class ValidationError(TGIError):
         super().__init__(message, **kwargs)
 
 
-class GenerationError(TGIError):
+class GenerationError(ServerError):
     """The model server failed while generating (TGI 424 ``generation``)."""
 
     retryable = True
     error_types = ("generation",)
 
 
-class OverloadedError(TGIError):
+class OverloadedError(ServerError):
     """TGI's concurrency limit is full (429 ``overloaded``, ``Model is overloaded``)."""
 
     retryable = True
+    overload = True
     error_types = ("overloaded",)
 
 
-class RateLimitError(TGIError):
+class RateLimitError(ServerError):
     """A gateway rate limit (429 with no ``error_type``, as the HF Inference API sends)."""
 
     retryable = True
+    overload = True
 
 
-class IncompleteGenerationError(TGIError):
+class IncompleteGenerationError(ServerError):
     """The backend stopped before finishing (500 ``incomplete_generation`` / ``incomplete_generation_stream``)."""
 
     retryable = True
@@ -130,36 +153,47 @@ class IncompleteStreamError(IncompleteGenerationError):
     """The SSE stream closed before the event carrying ``generated_text``."""
 
 
-class ModelLoadingError(TGIError):
+class ModelLoadingError(ServerError):
     """503 ``Model ... is currently loading`` with ``estimated_time`` (seconds, in ``retry_after``)."""
 
     retryable = True
+    overload = True
 
 
-class ServiceUnavailableError(TGIError):
-    """502, 503 or 504 from a gateway, proxy or an unhealthy server."""
+class ServiceUnavailableError(ServerError):
+    """502, 503 or 504 from a gateway, proxy or an unhealthy server. A 503 is overload (a queue cap, a
+    scaling gateway): the server is up and says "not now"; 502/504 are a broken hop."""
 
     retryable = True
     error_types = ("healthcheck",)
 
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        if "overload" not in kwargs:
+            kwargs["overload"] = kwargs.get("status_code") == 503
+        super().__init__(message, **kwargs)
 
-class BadRequestError(TGIError):
+
+class BadRequestError(ServerError):
     """The server refused the request as malformed (400, 413, 415, other 4xx; often axum's text/plain)."""
 
 
-class AuthenticationError(TGIError):
+class AuthenticationError(ServerError):
     """401 or 403: the token is missing, wrong, or lacks permission. Not any row's fault."""
 
+    fatal = True
 
-class NotFoundError(TGIError):
+
+class NotFoundError(ServerError):
     """404: the URL or model id does not exist."""
 
+    fatal = True
 
-class ProtocolError(TGIError):
+
+class ProtocolError(ServerError):
     """The server answered 2xx with something the protocol does not allow (not JSON, wrong shape)."""
 
 
-class TransportError(TGIError):
+class TransportError(ServerError):
     """No HTTP answer: connection refused, reset or closed mid-response."""
 
     retryable = True
@@ -169,8 +203,16 @@ class RequestTimeoutError(TransportError):
     """A connect, read, write or pool timeout."""
 
 
-class UnknownError(TGIError):
+class UnknownError(ServerError):
     """Any other status. Retryable when it is a 5xx."""
+
+
+class RowError(TGBatchError):
+    """One row cannot be done, whatever the server says: it is recorded in ``errors/`` and the job goes on."""
+
+
+class TemplateError(RowError):
+    """A row's prompt (or messages) cannot be rendered from its values."""
 
 
 class JobError(TGBatchError):
@@ -181,8 +223,9 @@ class SpecError(JobError):
     """The job spec, or an override of it, is invalid. The message names the field, the value and the fix."""
 
 
-class TemplateError(SpecError):
-    """The prompt template does not compile, names a column the dataset lacks, or fails to render a row."""
+class BadTemplateError(SpecError, TemplateError):
+    """The template itself is wrong: it does not compile, or names a column the dataset lacks. A spec error
+    (nothing is sent); also a ``TemplateError``."""
 
 
 class DatasetError(JobError):
@@ -202,10 +245,13 @@ class EndpointError(JobError):
     """The endpoint refuses every request (401/403: token missing or wrong; 404: wrong URL): no row's fault,
     so the job stops at once instead of failing every row."""
 
+    fatal = True
+
 
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BadTemplateError",
     "DatasetError",
     "EndpointError",
     "GenerationError",
@@ -220,6 +266,8 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "ResumeError",
+    "RowError",
+    "ServerError",
     "ServiceUnavailableError",
     "SpecError",
     "TGBatchError",

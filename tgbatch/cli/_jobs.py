@@ -13,7 +13,7 @@ from typing import NoReturn
 import typer
 from tqdm import tqdm
 
-from tgbatch.errors import AuthenticationError, JobError, TGBatchError
+from tgbatch.errors import JobError, TGBatchError
 from tgbatch.output.schema import CommittedFile
 from tgbatch.runner.pipeline import ProgressSink
 
@@ -63,13 +63,13 @@ def exit_codes() -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort):
         raise
-    except (JobError, AuthenticationError) as exc:
-        fail(str(exc))
+    except TGBatchError as exc:
+        if isinstance(exc, JobError) or exc.fatal:
+            fail(str(exc))
+        fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except TGBatchError as exc:
-        fail(f"{type(exc).__name__}: {exc}")
     except Exception:
         typer.echo("internal error (please report it, with this traceback):", err=True)
         typer.echo(traceback.format_exc(), err=True)

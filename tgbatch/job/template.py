@@ -13,13 +13,14 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from tgbatch.errors import TemplateError
+from tgbatch.errors import BadTemplateError, TemplateError
 
 BUILTIN_NAMES = frozenset({"row", "row_id"})
 
 
 class PromptTemplate:
-    """A compiled template. Compile errors and unknown columns are ``TemplateError`` (a ``SpecError``)."""
+    """A compiled template. Compile errors and unknown columns are ``BadTemplateError`` (a ``SpecError``); a row
+    that cannot be rendered is a ``TemplateError`` (a ``RowError``: recorded, the job goes on)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -28,10 +29,10 @@ class PromptTemplate:
             ast = env.parse(text)
             self._template = env.from_string(ast)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"template: line {exc.lineno}: {exc.message}") from None
+            raise BadTemplateError(f"template: line {exc.lineno}: {exc.message}") from None
         self.variables = frozenset(meta.find_undeclared_variables(ast))
         if not text.strip():
-            raise TemplateError("template: is empty; write the prompt, e.g. template: 'Summarize: {{ text }}'")
+            raise BadTemplateError("template: is empty; write the prompt, e.g. template: 'Summarize: {{ text }}'")
 
     @property
     def uses_whole_row(self) -> bool:
@@ -45,7 +46,7 @@ class PromptTemplate:
         missing = sorted(self.columns_used() - set(columns))
         if missing:
             names = ", ".join(f"{{{{ {name} }}}}" for name in missing)
-            raise TemplateError(
+            raise BadTemplateError(
                 f"template: uses {names} but the dataset has no such column; its columns are: {', '.join(columns)}"
             )
 

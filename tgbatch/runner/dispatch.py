@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from tgbatch.client import AsyncClient
-from tgbatch.errors import ModelLoadingError, OverloadedError, RateLimitError, ServiceUnavailableError, TGIError
+from tgbatch.errors import TGBatchError, TGIError
 from tgbatch.runner.concurrency import AIMDLimit
 
 #: overload answers without Retry-After start pausing the endpoint only after this many in a row: a lone 429 is
@@ -63,11 +63,9 @@ class Endpoint:
         return self.in_flight < self.limit.limit
 
 
-def is_overload(error: TGIError) -> bool:
+def is_overload(error: BaseException) -> bool:
     """Answers that mean "too much right now", not "this request is bad" or "this server is broken"."""
-    return isinstance(error, OverloadedError | RateLimitError | ModelLoadingError) or (
-        isinstance(error, ServiceUnavailableError) and error.status_code == 503
-    )
+    return isinstance(error, TGBatchError) and error.overload
 
 
 class NoEndpointAvailable(Exception):
@@ -167,12 +165,12 @@ class EndpointPool:
         endpoint.in_flight -= 1
         kind = type(error).__name__
         endpoint.counts[kind] = endpoint.counts.get(kind, 0) + 1
-        if isinstance(error, TGIError) and is_overload(error):
+        if is_overload(error):
             endpoint.overloaded += 1
             endpoint.consecutive_overloads += 1
             endpoint.limit.on_overload()
             self._cool_down(endpoint, error.retry_after)
-        elif not isinstance(error, TGIError) or error.retryable:
+        elif not isinstance(error, TGBatchError) or error.retryable:
             endpoint.failed += 1
             endpoint.consecutive_failures += 1
             if endpoint.consecutive_failures >= self.settings.eject_after and self._others_alive(endpoint):

@@ -33,11 +33,11 @@ from tgbatch.errors import (
     AuthenticationError,
     EndpointError,
     JobError,
-    NotFoundError,
     OutputError,
     ResumeError,
     SpecError,
     TemplateError,
+    TGBatchError,
     TGIError,
     TransportError,
 )
@@ -703,13 +703,12 @@ class _Runner:
             response, attempts = await policy.call(attempt)
         except Stopped:
             return None
-        except (AuthenticationError, NotFoundError) as exc:
+        except TGBatchError as exc:
+            if not exc.fatal:
+                raise
             self.control.fail(exc)
             return None
         except GaveUp as gave_up:
-            if isinstance(gave_up.error, AuthenticationError | NotFoundError):
-                self.control.fail(gave_up.error)
-                return None
             record = self._error_record(
                 item.row_id,
                 item.sample,

@@ -1,8 +1,8 @@
 """The retry policy of one row's request (tenacity).
 
-Retried: every ``TGIError`` whose ``retryable`` is true (429 overloaded or rate-limited, 503 loading or
-unavailable, 502, 504, 424, 500 incomplete generation, cut streams, connection errors, timeouts). Never retried:
-400, 401, 403, 404, 413, 415, 422, protocol errors. The server's hint (``Retry-After``, ``estimated_time``) is
+Retried: every error whose ``retryable`` flag is set and ``fatal`` is not (429 overloaded or rate-limited, 503
+loading or unavailable, 502, 504, 424, 500 incomplete generation, cut streams, connection errors, timeouts). Never
+retried: 400, 401, 403, 404, 413, 415, 422, protocol errors. The server's hint (``Retry-After``, ``estimated_time``) is
 honoured up to ``max_wait_s``; otherwise the wait is jittered exponential backoff. A row is given up after
 ``attempts`` attempts or when the next wait would pass ``max_elapsed_s``.
 
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any, stop_before_delay
 
-from tgbatch.errors import AuthenticationError, TGIError
+from tgbatch.errors import TGBatchError
 from tgbatch.job.spec import RetrySpec
 from tgbatch.runner.dispatch import is_overload
 
@@ -41,7 +41,7 @@ class GaveUp(Exception):
 
 
 def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, TGIError) and bool(exc.retryable) and not isinstance(exc, AuthenticationError)
+    return isinstance(exc, TGBatchError) and exc.retryable and not exc.fatal
 
 
 class RetryPolicy:
@@ -67,7 +67,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based). ``pooled``: an endpoint pool
         already pauses overloaded endpoints, so an overload answer needs only a little jitter here."""
         cap = self.spec.max_wait_s
-        if pooled and isinstance(exc, TGIError) and is_overload(exc):
+        if pooled and is_overload(exc):
             return self._rng.uniform(0, min(cap, self.spec.initial_wait_s) / 4)
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, int | float) and hint >= 0:
@@ -103,18 +103,18 @@ class RetryPolicy:
         # (tenacity inspects the callable on every call) would cost more than the request itself
         try:
             return await fn(), 1
-        except (Stopped, AuthenticationError):
-            raise
-        except TGIError as exc:
+        except TGBatchError as exc:
+            if exc.fatal:
+                raise  # no row's fault: the caller stops the job
             if not is_retryable(exc):
                 raise GaveUp(exc, 1) from exc
             first = exc
         return await self._retry(fn, first)
 
-    async def _retry(self, fn: Callable[[], Awaitable[T]], first: TGIError) -> tuple[T, int]:
+    async def _retry(self, fn: Callable[[], Awaitable[T]], first: TGBatchError) -> tuple[T, int]:
         attempts = 1
         charged = 0  # attempts that count against spec.attempts: not overload answers
-        pending_first: TGIError | None = first
+        pending_first: TGBatchError | None = first
 
         async def counted() -> Any:
             nonlocal attempts, pending_first
@@ -128,7 +128,7 @@ class RetryPolicy:
         def out_of_attempts(state: RetryCallState) -> bool:
             nonlocal charged
             exc = state.outcome.exception() if state.outcome is not None else None
-            if not (isinstance(exc, TGIError) and is_overload(exc)):
+            if not is_overload(exc):
                 charged += 1
             return charged >= self.spec.attempts
 
@@ -142,8 +142,8 @@ class RetryPolicy:
         )
         try:
             result = await retrying(counted)
-        except (Stopped, AuthenticationError):
-            raise
-        except TGIError as exc:
+        except TGBatchError as exc:
+            if exc.fatal:
+                raise
             raise GaveUp(exc, attempts) from exc
         return result, attempts
