@@ -33,9 +33,10 @@ from tgbatch.input.sources import iter_rows, open_source
 from tgbatch.job.seeds import SeedPolicy
 from tgbatch.job.spec import RetrySpec, load_job_data
 from tgbatch.job.template import PromptTemplate
+from tgbatch.output.atomic import commit_table
 from tgbatch.output.checkpoint import Checkpoint
 from tgbatch.output.layout import OutputDir
-from tgbatch.output.schema import commit_table, output_schemas
+from tgbatch.output.schema import output_schemas
 from tgbatch.runner.retry import GaveUp, RetryPolicy, is_retryable
 
 from .runner_util import prompts, write_jsonl

@@ -15,9 +15,10 @@ from tgbatch.errors import DatasetError, ResumeError
 from tgbatch.input.keys import KeySet, row_hashes, row_keys
 from tgbatch.input.sources import RowBatch, iter_rows, open_source
 from tgbatch.job.spec import load_job_data
+from tgbatch.output.atomic import commit_table
 from tgbatch.output.checkpoint import Checkpoint
 from tgbatch.output.layout import OutputDir
-from tgbatch.output.schema import commit_table, output_schemas
+from tgbatch.output.schema import output_schemas
 
 from .runner_util import prompts, write_jsonl
 

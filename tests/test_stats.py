@@ -20,16 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tgbatch.cli import _register, app
-from tgbatch.metrics.live import (
-    LatencyHistogram,
-    LiveStats,
-    ProgressFile,
-    format_summary,
-    is_live,
-    merge_snapshots,
-    read_stats_files,
-    stats_file_name,
-)
+from tgbatch.cli._format import format_summary
+from tgbatch.metrics.histogram import LatencyHistogram
+from tgbatch.metrics.live import LiveStats
+from tgbatch.metrics.merge import merge_snapshots
+from tgbatch.output.progress import ProgressFile, is_live, read_stats_files, stats_file_name
 from tgbatch.status import collect_status
 
 runner = CliRunner()

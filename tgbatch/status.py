@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgbatch.errors import ResumeError
-from tgbatch.metrics.live import is_live, merge_snapshots, pid_alive, read_stats_files
+from tgbatch.metrics.merge import merge_snapshots
 from tgbatch.output.layout import OutputDir
+from tgbatch.output.progress import is_live, pid_alive, read_stats_files
 
 #: the bulky parts of a snapshot that ``status --json`` leaves out (they are for merging shards)
 _HISTOGRAMS = ("latency_histogram", "recent_latency_histogram")

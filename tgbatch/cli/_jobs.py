@@ -14,7 +14,7 @@ import typer
 from tqdm import tqdm
 
 from tgbatch.errors import JobError, TGBatchError
-from tgbatch.output.schema import CommittedFile
+from tgbatch.output.shards import CommittedFile
 from tgbatch.runner.pipeline import ProgressSink
 
 EXIT_OK = 0

@@ -10,6 +10,7 @@ import anyio
 import typer
 
 from tgbatch.cli import app
+from tgbatch.cli._format import format_summary
 from tgbatch.cli._jobs import (
     EXIT_BUDGET,
     EXIT_FAILED_ROWS,
@@ -25,7 +26,6 @@ from tgbatch.cli._jobs import (
     setup_logging,
 )
 from tgbatch.job.spec import load_job
-from tgbatch.metrics.live import format_summary
 from tgbatch.runner.dispatch import EndpointPool
 from tgbatch.runner.pipeline import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
 

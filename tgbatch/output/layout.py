@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from tgbatch.errors import ResumeError
-from tgbatch.output.schema import CommittedFile, fsync_dir, write_atomic
+from tgbatch.output.atomic import fsync_dir, write_atomic
+from tgbatch.output.shards import CommittedFile
 
 SHARD_FILE = re.compile(r"^part-(?P<tag>\d+of\d+)-(?P<seq>\d+)\.parquet$")
 MANIFEST_FILE = re.compile(r"^manifest(-\d+of\d+)?\.json$")

@@ -1,22 +1,8 @@
-"""Parquet shards: the output's explicit Arrow schemas and the atomic commit of each shard.
-
-A shard is written to a hidden temp file, fsynced, renamed into place and the folder fsynced, so a file named
-``part-*.parquet`` is always complete: the committed shards are the checkpoint. Row groups are bounded by
-rows and bytes.
-"""
-
+"""The output's explicit Arrow schemas (``data/`` and ``errors/``), and the row builders that fill them, side by
+side so a column and the code that fills it change together."""
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-ROW_GROUP_BYTES = 64 * 1024 * 1024
-ROW_GROUP_ROWS = 100_000
 
 PREFILL_TOKEN = pa.struct([("id", pa.uint32()), ("text", pa.string()), ("logprob", pa.float32())])
 TOKEN = pa.struct([("id", pa.uint32()), ("text", pa.string()), ("logprob", pa.float32()), ("special", pa.bool_())])
@@ -77,64 +63,3 @@ def output_schemas(carried: list[pa.Field]) -> tuple[pa.Schema, pa.Schema]:
     return pa.schema(DATA_FIELDS + carried), pa.schema(ERROR_FIELDS + carried)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write a small file (manifest, job.yaml) atomically: temp file, fsync, rename, fsync the folder."""
-    tmp = path.parent / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def commit_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` atomically, with row groups bounded by rows and bytes."""
-    tmp = path.parent / f".{path.name}.tmp"
-    per_row = max(1, table.nbytes // max(1, table.num_rows))
-    group = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row))
-    pq.write_table(table, tmp, row_group_size=group, compression="zstd")
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-@dataclass(frozen=True)
-class CommittedFile:
-    """A committed shard: its path relative to the output folder and its row count."""
-
-    file: str
-    rows: int
-
-
-class ShardBuffer:
-    """Records waiting to be committed to one kind of shard (data or errors)."""
-
-    def __init__(self, schema: pa.Schema) -> None:
-        self.schema = schema
-        self.records: list[dict[str, Any]] = []
-        self.bytes = 0
-
-    def add(self, record: dict[str, Any], size: int) -> None:
-        self.records.append(record)
-        self.bytes += size
-
-    def take(self) -> pa.Table | None:
-        if not self.records:
-            return None
-        table = pa.Table.from_pylist(self.records, schema=self.schema)
-        self.records = []
-        self.bytes = 0
-        return table

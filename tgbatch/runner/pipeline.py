@@ -46,10 +46,13 @@ from tgbatch.job.fingerprint import Fingerprint
 from tgbatch.job.seeds import SeedPolicy
 from tgbatch.job.spec import EndpointSpec, LoadedJob, redact_url
 from tgbatch.job.template import PromptTemplate
-from tgbatch.metrics.live import LiveStats, ProgressFile
+from tgbatch.metrics.live import LiveStats
+from tgbatch.output.atomic import commit_table
 from tgbatch.output.checkpoint import Checkpoint
 from tgbatch.output.layout import OutputDir
-from tgbatch.output.schema import RESERVED_NAMES, CommittedFile, ShardBuffer, commit_table, output_schemas
+from tgbatch.output.progress import ProgressFile
+from tgbatch.output.schema import RESERVED_NAMES, output_schemas
+from tgbatch.output.shards import CommittedFile, ShardBuffer
 from tgbatch.runner.concurrency import AIMDLimit
 from tgbatch.runner.dispatch import Endpoint, EndpointPool, NoEndpointAvailable
 from tgbatch.runner.retry import GaveUp, RetryPolicy, Stopped
