@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from tgbatch.job.spec import load_job_data
+from tgbatch.job.load import load_job_data
 from tgbatch.runner.pipeline import make_client, prepare, run_job
 
 

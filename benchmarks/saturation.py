@@ -55,7 +55,7 @@ def server_flags(tokens: int, *extra: str) -> list[str]:
 def spec_refuses(data: dict) -> str | None:
     """Why the installed tgbatch refuses this job spec, or None."""
     from tgbatch.errors import SpecError
-    from tgbatch.job.spec import load_job_data
+    from tgbatch.job.load import load_job_data
 
     try:
         load_job_data(data)

@@ -29,9 +29,11 @@ from tgbatch.errors import (
     ValidationError,
 )
 from tgbatch.input.keys import KeySet, in_shard, row_hash, row_hashes, row_keys
-from tgbatch.input.sources import iter_rows, open_source
+from tgbatch.input.rows import iter_rows
+from tgbatch.input.sources import open_source
+from tgbatch.job.load import load_job_data
 from tgbatch.job.seeds import SeedPolicy
-from tgbatch.job.spec import RetrySpec, load_job_data
+from tgbatch.job.spec import RetrySpec
 from tgbatch.job.template import PromptTemplate
 from tgbatch.output.atomic import commit_table
 from tgbatch.output.checkpoint import Checkpoint

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tgbatch.cli import _register, app
 from tgbatch.client import AsyncClient
-from tgbatch.job.spec import load_job
+from tgbatch.job.load import load_job
 from tgbatch.runner.pipeline import ProgressSink, RunControl, RunOptions, prepare, run_job
 
 from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl

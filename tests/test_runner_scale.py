@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tgbatch.job.spec import load_job
+from tgbatch.job.load import load_job
 from tgbatch.runner.pipeline import make_pool, prepare, run_job
 
 from ._server_util import live_servers

@@ -13,8 +13,9 @@ import pytest
 
 from tgbatch.errors import DatasetError, ResumeError
 from tgbatch.input.keys import KeySet, row_hashes, row_keys
-from tgbatch.input.sources import RowBatch, iter_rows, open_source
-from tgbatch.job.spec import load_job_data
+from tgbatch.input.rows import RowBatch, iter_rows
+from tgbatch.input.sources import open_source
+from tgbatch.job.load import load_job_data
 from tgbatch.output.atomic import commit_table
 from tgbatch.output.checkpoint import Checkpoint
 from tgbatch.output.layout import OutputDir

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from tgbatch.cli import _register, app
 from tgbatch.errors import SpecError
-from tgbatch.job.spec import apply_overrides, load_job, redact_url
+from tgbatch.job.load import apply_overrides, load_job
+from tgbatch.job.spec import redact_url
 
 from .runner_util import job_dict, prompts, write_job, write_jsonl
 
@@ -41,7 +42,7 @@ def test_defaults_and_name(tmp_path: Path, data: Path) -> None:
 
 def test_seed_policy_defaults() -> None:
     base = {"dataset": {"path": "x.jsonl"}, "template": "x", "endpoint": {"url": "sim://"}}
-    from tgbatch.job.spec import load_job_data
+    from tgbatch.job.load import load_job_data
 
     assert load_job_data(base).spec.seed_policy == "none"
     sampled = {**base, "parameters": {"do_sample": True, "best_of": 2}}

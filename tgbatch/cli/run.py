@@ -10,22 +10,19 @@ import anyio
 import typer
 
 from tgbatch.cli import app
-from tgbatch.cli._format import format_summary
-from tgbatch.cli._jobs import (
+from tgbatch.cli._errors import (
     EXIT_BUDGET,
     EXIT_FAILED_ROWS,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    CliProgress,
-    event_loop_options,
     exit_codes,
     fail,
-    log,
     parse_duration,
     parse_shard,
-    setup_logging,
 )
-from tgbatch.job.spec import load_job
+from tgbatch.cli._format import format_summary
+from tgbatch.cli._progress import CliProgress, event_loop_options, log, setup_logging
+from tgbatch.job.load import load_job
 from tgbatch.runner.dispatch import EndpointPool
 from tgbatch.runner.pipeline import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
 

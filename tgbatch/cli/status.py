@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from tgbatch.cli import app
+from tgbatch.cli._errors import exit_codes
 from tgbatch.cli._format import format_duration, format_endpoint, format_latency, format_rate, format_retries
-from tgbatch.cli._jobs import exit_codes
 from tgbatch.status import collect_status
 
 

@@ -10,9 +10,10 @@ import typer
 
 from tgbatch.backends.tgi.rules import Limits, check_best_of, check_parameters
 from tgbatch.cli import app
-from tgbatch.cli._jobs import exit_codes, fail
+from tgbatch.cli._errors import exit_codes, fail
 from tgbatch.errors import TGIError, ValidationError
-from tgbatch.job.spec import load_job, redact_url
+from tgbatch.job.load import load_job
+from tgbatch.job.spec import redact_url
 from tgbatch.output.layout import OutputDir
 from tgbatch.runner.pipeline import Prepared, make_client, prepare, read_token
 

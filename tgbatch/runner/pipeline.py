@@ -41,7 +41,8 @@ from tgbatch.errors import (
     TGIError,
     TransportError,
 )
-from tgbatch.input.sources import RowBatch, Source, iter_rows, open_source
+from tgbatch.input.rows import RowBatch, iter_rows
+from tgbatch.input.sources import Source, open_source
 from tgbatch.job.fingerprint import Fingerprint
 from tgbatch.job.seeds import SeedPolicy
 from tgbatch.job.spec import EndpointSpec, LoadedJob, redact_url

@@ -1,0 +1,219 @@
+"""Loading a job: the YAML file, ``--set key.path=value`` overrides, the checks pydantic cannot make (parameters
+by the backend's own rules, seeds, the name), and error messages that name the field, the value given and the
+fix. Relative input paths (``dataset.path``, ``template_file``) are resolved against the job file's folder first,
+then the current directory; ``output.dir`` is relative to the current directory."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_grammar, check_parameters, check_wire
+from tgbatch.errors import SpecError
+from tgbatch.errors import ValidationError as TGIValidationError
+from tgbatch.job.spec import _NAME_RE, _SENSITIVE, JobSpec, LoadedJob
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``key.path=value`` -> (["key", "path"], value). The value is read as YAML (``3``, ``true``, ``[a, b]``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set parameters.temperature=0.7")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``key.path=value`` set (intermediate mappings are created)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise SpecError(f"--set {text!r}: `{where}` is {child!r}, not a section with keys")
+            node = child
+        node[path[-1]] = value
+        # the two ways of giving the template replace each other
+        if path == ["template"]:
+            data.pop("template_file", None)
+        elif path == ["template_file"]:
+            data.pop("template", None)
+    return data
+
+
+def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> LoadedJob:
+    """Read a job file, apply ``--set`` overrides and validate everything that can be checked offline."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"job file not found: {str(source)!r}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read job file {str(source)!r}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"job file {str(source)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"job file {str(source)!r} must be a mapping of keys (dataset:, template:, ...)")
+    return load_job_data(data, overrides or [], source=source.resolve())
+
+
+def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, source: Path | None = None) -> LoadedJob:
+    """Validate a job given as a mapping (``source`` is the file it came from, for names and paths)."""
+    data = apply_overrides(data, overrides or [])
+    try:
+        spec = JobSpec.model_validate(data)
+    except PydanticValidationError as exc:
+        raise SpecError(_explain(exc)) from None
+    _check_parameters(spec.parameters)
+    _check_seed(spec)
+
+    name = spec.name if spec.name is not None else (source.stem if source is not None else "job")
+    if not _NAME_RE.match(name):
+        hint = "" if spec.name is not None else " (taken from the job file's name; set `name:`)"
+        raise SpecError(f"name: {name!r} is not a valid job name{hint}: use letters, digits, '.', '_' and '-' only")
+    base_dir = source.parent if source is not None else Path.cwd()
+    warnings: list[str] = []
+    if spec.samples > 1 and spec.seed_policy != "random" and not spec.parameters.effectively_sampling:
+        warnings.append(
+            f"samples: {spec.samples} with greedy decoding gives {spec.samples} identical generations per "
+            "prompt; set parameters.do_sample: true (or temperature/top_p) to get different ones"
+        )
+    for key in spec.endpoint.headers:
+        if _SENSITIVE.search(key):
+            warnings.append(
+                f"endpoint.headers.{key} looks like a secret: it is redacted in job.yaml; prefer "
+                f"endpoint.token_env (the token is read from the environment and never written)"
+            )
+    output_dir = Path(os.path.expanduser(spec.output.dir)) if spec.output.dir else Path("runs") / name
+    partial = LoadedJob(spec, name, "", source, base_dir, output_dir.absolute(), warnings)
+    template_text = spec.template if spec.template is not None else _read_template(partial)
+    return LoadedJob(spec, name, template_text, source, base_dir, output_dir.absolute(), warnings)
+
+
+def _read_template(job: LoadedJob) -> str:
+    assert job.spec.template_file is not None
+    path = job.resolve_input(job.spec.template_file)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"template_file: {job.spec.template_file!r}: no such file (looked for {str(path)!r})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"template_file: {job.spec.template_file!r}: cannot read it: {exc}") from None
+
+
+def _check_parameters(p: Parameters) -> None:
+    """The client's own rules, at load time: nothing is sent with parameters TGI would refuse."""
+    if p.best_of is not None and p.best_of < 1:
+        raise SpecError(f"parameters.best_of: {p.best_of} must be >= 1 (or left out)")
+
+    def checks(q: Parameters) -> None:
+        check_wire({"inputs": "x", "parameters": q.to_wire()})
+        check_best_of(q, Limits.unknown())
+        check_parameters(q, Limits.unknown())
+        check_grammar(q, Limits.unknown())
+
+    try:
+        checks(p)
+    except TGIValidationError as exc:
+        culprits = _culprits(p, checks)
+        named = ", ".join(f"parameters.{name}: {getattr(p, name)!r}" for name in culprits) or "parameters"
+        raise SpecError(f"{named}: {exc.message}") from None
+
+
+def _culprits(p: Parameters, checks: typing.Callable[[Parameters], None]) -> list[str]:
+    """The fields whose reset to the default makes the checks pass (the one(s) the error is about)."""
+    found = []
+    for name in sorted(p.model_fields_set):
+        default = Parameters.model_fields[name].get_default(call_default_factory=True)
+        try:
+            checks(p.model_copy(update={name: default}))
+        except TGIValidationError:
+            continue
+        found.append(name)
+    return found
+
+
+def _check_seed(spec: JobSpec) -> None:
+    p = spec.parameters
+    if p.seed is not None:
+        raise SpecError(
+            f"parameters.seed: {p.seed} is set by the seed policy, not by parameters; use "
+            f"`seed: {{policy: fixed, value: {p.seed}}}` (or per_row) instead"
+        )
+    if (p.best_of or 1) > 1 and spec.seed_policy != "none":
+        raise SpecError(
+            f"seed.policy: {spec.seed_policy!r} cannot be used with parameters.best_of: {p.best_of} (TGI refuses a "
+            "seed when best_of > 1 and gives each candidate its own); set seed.policy: none, or best_of: 1"
+        )
+
+
+# -- error messages -------------------------------------------------------------------------------------------
+
+
+def _explain(exc: PydanticValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err["loc"]]
+        where = ".".join(loc) or "(top level)"
+        kind = err["type"]
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            known = _known_keys(loc[:-1])
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            lines.append(f"{where}: unknown key; {hint}known keys here: {', '.join(known)}")
+        elif kind == "missing":
+            lines.append(f"{where}: required but missing")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message} (given: {_short(value)})")
+    return "invalid job spec:\n  " + "\n  ".join(lines)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = JobSpec
+    for part in loc:
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = _model_of(info.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
