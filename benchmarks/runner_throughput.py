@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 
 from tgbatch.job.load import load_job_data
-from tgbatch.runner.pipeline import make_client, prepare, run_job
+from tgbatch.runner import make_client, prepare, run_job
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tgbatch.cli import _register, app
 from tgbatch.client import AsyncClient
 from tgbatch.job.load import load_job
-from tgbatch.runner.pipeline import ProgressSink, RunControl, RunOptions, prepare, run_job
+from tgbatch.runner import ProgressSink, RunControl, RunOptions, prepare, run_job
 
 from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
 
@@ -426,7 +426,7 @@ async def test_disk_full_stops_with_a_clear_error_and_resumes(
 ) -> None:
     import errno
 
-    import tgbatch.runner.pipeline as pipeline
+    import tgbatch.runner.writer as pipeline
     from tgbatch.errors import OutputError
 
     real_commit = pipeline.commit_table

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from tgbatch.job.load import load_job
-from tgbatch.runner.pipeline import make_pool, prepare, run_job
+from tgbatch.runner import make_pool, prepare, run_job
 
 from ._server_util import live_servers
 from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
@@ -52,7 +52,7 @@ def test_429_storm_with_retry_after_costs_few_attempts(tmp_path: Path) -> None:
 def test_auto_concurrency_starts_from_info(tmp_path: Path) -> None:
     job = _job(tmp_path, 20, endpoint={"url": "sim://?max_concurrent_requests=12", "concurrency": "auto"})
     loaded = load_job(job, [])
-    pool = make_pool(loaded.spec.endpoint, None)
+    pool = make_pool(loaded.spec, None)
 
     async def main() -> None:
         async with pool:
@@ -66,7 +66,7 @@ def test_auto_concurrency_starts_from_info(tmp_path: Path) -> None:
 
 def test_fixed_concurrency_is_exact(tmp_path: Path) -> None:
     loaded = load_job(_job(tmp_path, 5, endpoint={"url": "sim://", "concurrency": 3}), [])
-    (endpoint,) = make_pool(loaded.spec.endpoint, None).endpoints
+    (endpoint,) = make_pool(loaded.spec, None).endpoints
     assert (endpoint.limit.min_limit, endpoint.limit.limit, endpoint.limit.max_limit) == (3, 3, 3)
 
 
@@ -127,7 +127,7 @@ def _cli(job: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _run(job: Path) -> Any:
     loaded = load_job(job, [])
-    pool = make_pool(loaded.spec.endpoint, None)
+    pool = make_pool(loaded.spec, None)
 
     async def main() -> Any:
         async with pool:

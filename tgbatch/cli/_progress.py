@@ -11,7 +11,7 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 from tgbatch.output.shards import CommittedFile
-from tgbatch.runner.pipeline import ProgressSink
+from tgbatch.runner import ProgressSink
 
 log = logging.getLogger("tgbatch.cli")
 

@@ -23,8 +23,8 @@ from tgbatch.cli._errors import (
 from tgbatch.cli._format import format_summary
 from tgbatch.cli._progress import CliProgress, event_loop_options, log, setup_logging
 from tgbatch.job.load import load_job
+from tgbatch.runner import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
 from tgbatch.runner.dispatch import EndpointPool
-from tgbatch.runner.pipeline import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
 
 
 @app.command("run")
@@ -104,7 +104,7 @@ def run_command(
             max_runtime_s=parse_duration(max_runtime, "--max-runtime") if max_runtime is not None else None,
             max_new_tokens_total=max_new_tokens_total,
         )
-        pool = make_pool(loaded.spec.endpoint, read_token(loaded.spec.endpoint))
+        pool = make_pool(loaded.spec, read_token(loaded.spec.endpoint))
         log.info(
             "job %s: %s -> %s%s",
             loaded.name,

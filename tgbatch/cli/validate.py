@@ -15,7 +15,7 @@ from tgbatch.errors import TGIError, ValidationError
 from tgbatch.job.load import load_job
 from tgbatch.job.spec import redact_url
 from tgbatch.output.layout import OutputDir
-from tgbatch.runner.pipeline import Prepared, make_client, prepare, read_token
+from tgbatch.runner import Prepared, make_client, prepare, read_token
 
 INFO_TIMEOUT_S = 10.0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from tgbatch.backends.tgi.models import U64_MAX
+from tgbatch.types import U64_MAX
 
 
 class SeedPolicy:

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tgbatch.backends.tgi.models import U64_MAX
 from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.types import U64_MAX
 
 SeedPolicy = Literal["none", "fixed", "per_row", "random"]
 DetailsLevel = Literal["none", "summary", "full"]

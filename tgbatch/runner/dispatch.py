@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from tgbatch.client import AsyncClient
+from tgbatch.backends import Backend
 from tgbatch.errors import TGBatchError, TGIError
 from tgbatch.runner.concurrency import AIMDLimit
 
@@ -42,7 +42,7 @@ class Endpoint:
     """One server and what the pool knows of it."""
 
     url: str
-    client: AsyncClient
+    client: Backend
     limit: AIMDLimit
     in_flight: int = 0
     cooldown_until: float = 0.0

@@ -9,8 +9,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tgbatch.backends.tgi.models import U64_MAX
 from tgbatch.errors import SpecError
+from tgbatch.types import U64_MAX
 
 #: the TGI router version whose behaviour the simulator reproduces (v3.1.1+ token budget, /info fields)
 TGI_VERSION = "3.3.6"

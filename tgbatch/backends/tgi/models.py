@@ -14,9 +14,6 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
-U64_MAX = 2**64 - 1
-U32_MAX = 2**32 - 1
-
 
 class _Model(BaseModel):
     # servers add fields over time; ignoring unknown keys keeps old clients working against new servers

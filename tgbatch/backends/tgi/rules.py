@@ -25,8 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from tgbatch.backends.tgi.models import U32_MAX, U64_MAX, Grammar, Info
+from tgbatch.backends.tgi.models import Grammar, Info
 from tgbatch.errors import ValidationError
+from tgbatch.types import U32_MAX, U64_MAX
 
 PREFIX = "Input validation error: "
 DESERIALIZE_PREFIX = "Failed to deserialize the JSON body into the target type: "

@@ -1,0 +1,67 @@
+"""TGI's ``/generate`` behind the ``Backend`` seam: the job's parameters validated once, a seed per request."""
+
+from __future__ import annotations
+
+from tgbatch.backends.tgi._async import AsyncClient
+from tgbatch.backends.tgi.models import Response
+from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.types import Capacity, GenerationRequest, GenerationResult
+
+
+class TGIBackend:
+    """Sends ``/generate`` requests with the job's ``parameters`` (``details`` always on: the finish reason,
+    token count and seed are recorded). ``keep_details`` keeps the whole ``details`` object (tokens,
+    logprobs) in each result, for ``output.details: full``."""
+
+    def __init__(self, client: AsyncClient, parameters: Parameters, *, url: str, keep_details: bool = False) -> None:
+        self.client = client
+        self.url = url
+        self.parameters = parameters if parameters.details else parameters.model_copy(update={"details": True})
+        self.keep_details = keep_details
+
+    async def request(self, request: GenerationRequest) -> GenerationResult:
+        params = self.parameters
+        if request.params:
+            params = params.model_copy(update=dict(request.params))
+        if request.seed is not None:
+            params = params.model_copy(update={"seed": request.seed})
+        if request.prompt is None:
+            raise TypeError("TGI's /generate takes a prompt, not chat messages")
+        return self._result(await self.client.generate(request.prompt, parameters=params))
+
+    def _result(self, response: Response) -> GenerationResult:
+        details = response.details
+        if details is None:
+            return GenerationResult(text=response.generated_text)
+        return GenerationResult(
+            text=response.generated_text,
+            finish_reason=details.finish_reason.value,
+            generated_tokens=details.generated_tokens,
+            seed=details.seed,
+            details=details.model_dump(mode="json") if self.keep_details else None,
+        )
+
+    async def capacity(self) -> Capacity:
+        info = await self.client.info()
+        return Capacity(
+            model_id=info.model_id,
+            version=info.version,
+            max_concurrent_requests=info.max_concurrent_requests,
+            max_input_tokens=info.max_input_tokens,
+            max_total_tokens=info.max_total_tokens,
+            max_best_of=info.max_best_of,
+            max_stop_sequences=info.max_stop_sequences,
+            raw=info.model_dump(mode="json"),
+        )
+
+    async def health(self) -> bool:
+        return await self.client.health()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> TGIBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,138 @@
+"""The manifest: which committed files belong to a shard of a job, and the one check that decides whether an
+output folder may be resumed by a job (used by ``tgbatch run`` and ``tgbatch validate`` alike).
+
+A manifest is rewritten (atomically) after each commit: data before manifest, so every file it lists is
+complete. It records the job's fingerprint; a folder is only resumed by a job with the same one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tgbatch.errors import ResumeError
+from tgbatch.job.fingerprint import Fingerprint
+from tgbatch.output.layout import OutputDir
+from tgbatch.output.shards import CommittedFile
+
+FORMAT = "tgbatch-output/1"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ResumeCheck:
+    """What the folder holds for this job: every shard's manifest, and the rows they list."""
+
+    manifests: list[tuple[Path, dict[str, Any]]]
+
+    @property
+    def new(self) -> bool:
+        return not self.manifests
+
+    @property
+    def rows_written(self) -> int:
+        return sum(int(m.get("rows_written") or 0) for _, m in self.manifests)
+
+    @property
+    def rows_failed(self) -> int:
+        return sum(int(m.get("rows_failed") or 0) for _, m in self.manifests)
+
+    def own(self, out: OutputDir) -> dict[str, Any]:
+        """This shard's manifest from an earlier run, or ``{}``."""
+        return next((m for path, m in self.manifests if path == out.manifest_path), {})
+
+
+def check_resume(out: OutputDir, fingerprint: Fingerprint) -> ResumeCheck:
+    """Whether ``out`` may be resumed by the job with ``fingerprint``: raises ``ResumeError`` naming what
+    differs and the way out when it holds something else (another job's output, files tgbatch did not write,
+    results without a manifest)."""
+    foreign = out.foreign_entries()
+    if foreign:
+        raise ResumeError(
+            f"{str(out.root)!r} is not a tgbatch output folder (it holds {', '.join(foreign[:5])}); choose "
+            "another output.dir / --output"
+        )
+    manifests = out.manifests()
+    for path, manifest in manifests:
+        if manifest.get("fingerprint") != fingerprint.digest:
+            differs = fingerprint.differences(manifest.get("fingerprint_parts") or {}) or ["the job"]
+            raise ResumeError(
+                f"{str(out.root)!r} holds the output of a different job ({path.name} has fingerprint "
+                f"{manifest.get('fingerprint')}, this job is {fingerprint.digest}): {', '.join(differs)} changed. "
+                "Resuming would mix results. Run with --fresh to start over (deleting that output), or "
+                "choose another --output"
+            )
+    if not manifests and (out.committed("data") or out.committed("errors")):
+        raise ResumeError(
+            f"{str(out.root)!r} holds result files but no manifest, so their job is unknown; run with "
+            "--fresh to start over, or choose another --output"
+        )
+    return ResumeCheck(manifests)
+
+
+@dataclass
+class Manifest:
+    """One shard's manifest as a run keeps it: the files it committed, and what carries over between runs
+    (creation time, time spent, number of runs)."""
+
+    out: OutputDir
+    job: str
+    fingerprint: Fingerprint
+    samples: int
+    limit: int | None
+    files: list[CommittedFile] = field(default_factory=list)
+    created_at: str = field(default_factory=now_iso)
+    elapsed_before_s: float = 0.0
+    runs: int = 1
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def resume(cls, out: OutputDir, previous: dict[str, Any], **kwargs: Any) -> Manifest:
+        return cls(
+            out,
+            files=out.own_files(),
+            created_at=previous.get("created_at") or now_iso(),
+            elapsed_before_s=float(previous.get("elapsed_s") or 0.0),
+            runs=int(previous.get("runs") or 0) + 1,
+            **kwargs,
+        )
+
+    def add(self, files: list[CommittedFile]) -> None:
+        self.files.extend(files)
+
+    def to_dict(self, *, complete: bool, rows_selected: int | None) -> dict[str, Any]:
+        index, count = self.out.shard
+        return {
+            "format": FORMAT,
+            "tgbatch_version": _version(),
+            "job": self.job,
+            "fingerprint": self.fingerprint.digest,
+            "fingerprint_parts": self.fingerprint.parts,
+            "shard": {"index": index, "count": count},
+            "samples": self.samples,
+            "limit": self.limit,
+            "complete": complete,
+            "rows_selected": rows_selected,
+            "rows_written": sum(f.rows for f in self.files if f.file.startswith("data/")),
+            "rows_failed": sum(f.rows for f in self.files if f.file.startswith("errors/")),
+            "created_at": self.created_at,
+            "updated_at": now_iso(),
+            "elapsed_s": round(self.elapsed_before_s + time.monotonic() - self.started, 3),
+            "runs": self.runs,
+            "files": [{"file": f.file, "rows": f.rows} for f in self.files],
+        }
+
+    def write(self, *, complete: bool, rows_selected: int | None) -> None:
+        self.out.write_manifest(self.to_dict(complete=complete, rows_selected=rows_selected))
+
+
+def _version() -> str:
+    from tgbatch import __version__
+
+    return __version__

@@ -1,0 +1,170 @@
+"""One row's request, start to finish: pick an endpoint from the pool, send through its backend, account the
+outcome with the pool, retry what the retry policy retries (elsewhere when it can), and hand the writer a typed
+``RowOutcome`` with the output record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tgbatch.errors import TGBatchError, TransportError
+from tgbatch.job.spec import JobSpec
+from tgbatch.output.schema import data_record, error_record
+from tgbatch.runner.control import RunControl
+from tgbatch.runner.dispatch import Endpoint, EndpointPool, NoEndpointAvailable
+from tgbatch.runner.events import RowDone
+from tgbatch.runner.retry import GaveUp, RetryPolicy, Stopped
+from tgbatch.types import GenerationRequest, GenerationResult
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A rendered row (one sample) waiting for a worker."""
+
+    row_id: str
+    sample: int
+    prompt: str | None
+    row: dict[str, Any]
+    seed: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RowOutcome:
+    """A row (one sample) done for good: its output record (``data/`` when ``done.ok``, else ``errors/``)."""
+
+    done: RowDone
+    record: dict[str, Any]
+
+
+class _Tries:
+    """What one row's attempts learned: where it last failed (the retry goes elsewhere), who answered, how
+    long the last request took."""
+
+    __slots__ = ("endpoint", "failed_on", "latency")
+
+    def __init__(self) -> None:
+        self.failed_on: Endpoint | None = None
+        self.endpoint: str | None = None
+        self.latency = 0.0
+
+
+class RowRequester:
+    """Runs rows through the pool. One per worker task: its retry policy reports retries against the endpoint
+    of the row the worker is on."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        pool: EndpointPool,
+        control: RunControl,
+        carried: list[tuple[str, str]],
+        on_retry: Callable[[BaseException, str | None], None],
+    ) -> None:
+        self.spec = spec
+        self.pool = pool
+        self.control = control
+        self.carried = carried
+        self._tries = _Tries()
+        self._on_retry = on_retry
+        self.policy = RetryPolicy(spec.retry, on_retry=self._retried, stop=control.event, pooled=True)
+
+    def _retried(self, error: BaseException) -> None:
+        failed_on = self._tries.failed_on
+        self._on_retry(error, failed_on.url if failed_on is not None else None)
+
+    async def run(self, work: Work) -> RowOutcome | None:
+        """The row's outcome, or ``None`` when the job stopped first (the row stays pending)."""
+        tries = self._tries = _Tries()
+        deadline = time.monotonic() + self.spec.retry.max_elapsed_s
+        request = GenerationRequest(prompt=work.prompt, seed=work.seed)
+
+        async def attempt() -> GenerationResult:
+            return await self._send(request, tries, deadline)
+
+        try:
+            result, attempts = await self.policy.call(attempt)
+        except Stopped:
+            return None
+        except GaveUp as gave_up:
+            return self._failed(work, gave_up.error, gave_up.attempts, tries)
+        except TGBatchError as exc:
+            if not exc.fatal:
+                raise
+            self.control.fail(exc)
+            return None
+        return self._succeeded(work, result, attempts, tries)
+
+    async def _send(self, request: GenerationRequest, tries: _Tries, deadline: float) -> GenerationResult:
+        try:
+            endpoint = await self.pool.acquire(avoid=tries.failed_on, deadline=deadline)
+        except NoEndpointAvailable as exc:
+            raise TransportError(f"no endpoint could take the request in time: {exc}", retryable=False) from exc
+        tries.endpoint = endpoint.url
+        t0 = time.perf_counter()
+        try:
+            result = await endpoint.client.request(request)
+        except TGBatchError as exc:
+            tries.latency = time.perf_counter() - t0
+            self.pool.release_failure(endpoint, exc)
+            # the retry goes elsewhere when it can; an overloaded endpoint is paused by the pool anyway
+            tries.failed_on = endpoint
+            raise
+        except BaseException:
+            self.pool.release_cancelled(endpoint)
+            raise
+        tries.latency = time.perf_counter() - t0
+        self.pool.release_success(endpoint, tries.latency, result.generated_tokens or 0)
+        return result
+
+    def _succeeded(self, work: Work, result: GenerationResult, attempts: int, tries: _Tries) -> RowOutcome:
+        record = data_record(
+            row_id=work.row_id,
+            sample=work.sample,
+            prompt=work.prompt,
+            result=result,
+            seed=work.seed,
+            attempts=attempts,
+            latency_s=tries.latency,
+            endpoint=tries.endpoint,
+            details=self.spec.output.details,
+            carried=self.carried,
+            row=work.row,
+        )
+        tokens = result.generated_tokens or 0
+        return RowOutcome(RowDone(True, tokens, tries.latency, tries.endpoint, attempts), record)
+
+    def _failed(self, work: Work, error: BaseException, attempts: int, tries: _Tries) -> RowOutcome:
+        record = error_record(
+            row_id=work.row_id,
+            sample=work.sample,
+            prompt=work.prompt,
+            error=error,
+            attempts=attempts,
+            latency_s=tries.latency,
+            endpoint=tries.endpoint,
+            seed=work.seed,
+            carried=self.carried,
+            row=work.row,
+        )
+        return RowOutcome(RowDone(False, 0, tries.latency, tries.endpoint, attempts), record)
+
+
+def unrenderable(
+    row_id: str, sample: int, row: dict[str, Any], error: BaseException, carried: list[tuple[str, str]]
+) -> RowOutcome:
+    """A row whose prompt could not be rendered: recorded in ``errors/`` without a request."""
+    record = error_record(
+        row_id=row_id,
+        sample=sample,
+        prompt=None,
+        error=error,
+        attempts=0,
+        latency_s=0.0,
+        endpoint=None,
+        seed=None,
+        carried=carried,
+        row=row,
+    )
+    return RowOutcome(RowDone(False, 0, 0.0, None, 0), record)

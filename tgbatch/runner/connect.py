@@ -1,0 +1,103 @@
+"""From the job's ``endpoint`` section to backends and an endpoint pool: one backend per URL, each with its own
+adaptive concurrency limit, started from what the server reports (``/info``) when ``concurrency: auto``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import anyio
+
+from tgbatch.backends import Backend
+from tgbatch.backends.tgi._async import AsyncClient
+from tgbatch.backends.tgi.backend import TGIBackend
+from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.errors import SpecError, TGBatchError
+from tgbatch.job.spec import EndpointSpec, JobSpec, redact_url
+from tgbatch.runner.concurrency import AIMDLimit
+from tgbatch.runner.dispatch import Endpoint, EndpointPool
+
+log = logging.getLogger("tgbatch.job")
+
+#: concurrency: auto starts here when a server does not report max_concurrent_requests
+AUTO_START = 32
+#: how long a server may take to say what it is (/info) before the job starts without knowing
+INFO_TIMEOUT_S = 15.0
+
+
+def read_token(endpoint: EndpointSpec) -> str | None:
+    return os.environ.get(endpoint.token_env) or None
+
+
+def make_client(endpoint: EndpointSpec, token: str | None, url: str | None = None) -> AsyncClient:
+    """The TGI client for one of the job's endpoints (``url``, default the first; ``token``: read from
+    ``endpoint.token_env`` by the caller)."""
+    url = url if url is not None else endpoint.urls[0]
+    try:
+        return AsyncClient(
+            url,
+            headers=dict(endpoint.headers) or None,
+            timeout=endpoint.timeout_s,
+            token=token,
+            use_cache=endpoint.use_cache,
+            wait_for_model=endpoint.wait_for_model,
+        )
+    except SpecError as exc:  # a sim:// URL with an unknown or invalid option
+        raise SpecError(f"endpoint.url: {exc}") from None
+
+
+def make_backend(spec: JobSpec, token: str | None, url: str | None = None) -> Backend:
+    """The backend for one of the job's endpoints, sending the job's parameters."""
+    url = url if url is not None else spec.endpoint.urls[0]
+    client = make_client(spec.endpoint, token, url)
+    return wrap_client(client, spec, url)
+
+
+def wrap_client(client: AsyncClient, spec: JobSpec, url: str | None = None) -> Backend:
+    """A caller-made TGI client (tests, embedding) as the job's backend."""
+    url = url if url is not None else client.base_url
+    return TGIBackend(
+        client, _parameters(spec), url=redact_url(url), keep_details=spec.output.details == "full"
+    )
+
+
+def _parameters(spec: JobSpec) -> Parameters:
+    # details are always asked for: the finish reason, token count and seed are recorded for every row
+    return spec.parameters.model_copy(update={"details": True})
+
+
+def make_pool(spec: JobSpec, token: str | None) -> EndpointPool:
+    """An endpoint pool over every URL of the job (its limits are set from /info by ``calibrate``)."""
+    return EndpointPool([endpoint_of(spec.endpoint, make_backend(spec, token, url)) for url in spec.endpoint.urls])
+
+
+def endpoint_of(spec: EndpointSpec, backend: Backend) -> Endpoint:
+    if spec.concurrency == "auto":
+        limit = AIMDLimit(initial=min(AUTO_START, spec.max_concurrency), max_limit=spec.max_concurrency)
+    else:
+        limit = AIMDLimit(initial=spec.concurrency, min_limit=spec.concurrency, max_limit=spec.concurrency)
+    return Endpoint(url=backend.url, client=backend, limit=limit)
+
+
+async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
+    """With ``concurrency: auto``, start each endpoint at the server's ``max_concurrent_requests`` (beyond it
+    TGI answers 429) and never exceed it. A server that does not say keeps the default start and adapts."""
+    if spec.concurrency != "auto":
+        return
+
+    async def one(endpoint: Endpoint) -> None:
+        try:
+            with anyio.fail_after(INFO_TIMEOUT_S):
+                capacity = await endpoint.client.capacity()
+        except (TGBatchError, TimeoutError) as exc:
+            log.info("%s: /info did not answer (%s); concurrency starts at %d", endpoint.url, exc, endpoint.limit.limit)
+            return
+        if capacity.max_concurrent_requests:
+            cap = max(1, min(spec.max_concurrency, capacity.max_concurrent_requests))
+            endpoint.limit.max_limit = cap
+            endpoint.limit.limit = cap
+        log.info("%s: %s, concurrency starts at %d", endpoint.url, capacity.model_id, endpoint.limit.limit)
+
+    async with anyio.create_task_group() as tg:
+        for endpoint in pool.endpoints:
+            tg.start_soon(one, endpoint)
