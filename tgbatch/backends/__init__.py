@@ -27,6 +27,10 @@ class Backend(Protocol):
         """What the server reports about itself and its limits."""
         ...
 
+    def check_limits(self, capacity: Capacity) -> None:
+        """Raise ``tgbatch.errors.ValidationError`` when the job's parameters break the server's limits."""
+        ...
+
     async def health(self) -> bool:
         """``True`` when the server says it can take requests, ``False`` when it says it cannot."""
         ...

@@ -3,39 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import typer
 
-from tgbatch.backends.tgi.rules import Limits, check_best_of, check_parameters
 from tgbatch.cli import app
-from tgbatch.cli._errors import exit_codes, fail
-from tgbatch.errors import TGIError, ValidationError
+from tgbatch.cli._errors import exit_codes
+from tgbatch.errors import SpecError, TGBatchError, ValidationError
 from tgbatch.job.load import load_job
-from tgbatch.job.spec import redact_url
 from tgbatch.output.layout import OutputDir
-from tgbatch.runner import Prepared, make_client, prepare, read_token
-
-INFO_TIMEOUT_S = 10.0
+from tgbatch.output.manifest import check_resume
+from tgbatch.runner import Prepared, make_backend, prepare, read_token
+from tgbatch.runner.connect import INFO_TIMEOUT_S
 
 
 @app.command("validate")
 def validate_command(
     job: Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides output.dir).")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a spec value: KEY.PATH=VALUE. Repeatable.")
     ] = None,
     rows: Annotated[int, typer.Option("--rows", min=1, max=100, help="How many rendered prompts to show.")] = 3,
 ) -> None:
-    """Check a job: load the spec, read and render the first rows and show them, and ask the endpoint's /info
-    (if it answers) whether it accepts the parameters. Sends no generate request.
+    """Check a job: load the spec, read and render the first rows and show them, check the output folder as
+    `tgbatch run` would (new, or resumable by this very job), and ask the endpoint's /info (if it answers)
+    whether it accepts the parameters. Sends no generate request.
 
-    Exit code 0 when the job is valid, 2 otherwise (the message names the field).
+    Exit code 0 when the job is valid, 2 otherwise (the message names the field, or what changed since the
+    output folder was written).
     """
+    overrides = list(set_ or [])
+    if output is not None:
+        overrides.append(f"output.dir={output}")
     with exit_codes():
-        loaded = load_job(job, list(set_ or []))
+        loaded = load_job(job, overrides)
         prepared = prepare(loaded, preview_rows=rows)
+        output_state = _output_state(prepared)
         info_lines = anyio.run(_check_endpoint, prepared)
     spec = loaded.spec
     typer.echo(f"job:         {loaded.name}")
@@ -52,7 +57,7 @@ def validate_command(
     typer.echo(
         f"endpoint:    {prepared.job.resolved_dict()['endpoint']['url']} (concurrency {spec.endpoint.concurrency})"
     )
-    typer.echo(f"output:      {loaded.output_dir} ({_output_state(prepared)})")
+    typer.echo(f"output:      {loaded.output_dir} ({output_state})")
     typer.echo(f"fingerprint: {prepared.fingerprint.digest}")
     for note in prepared.notes + loaded.warnings:
         typer.echo(f"note:        {note}")
@@ -65,21 +70,18 @@ def validate_command(
 
 
 def _output_state(prepared: Prepared) -> str:
-    out = OutputDir(prepared.job.output_dir)
-    if not out.exists():
+    """The output folder as ``tgbatch run`` would find it: the very same resume check (a folder holding another
+    job's output raises ``ResumeError``, naming what changed)."""
+    found = check_resume(OutputDir(prepared.job.output_dir), prepared.fingerprint)
+    if found.new:
         return "new"
-    foreign = out.foreign_entries()
-    if foreign:
-        fail(f"output.dir: {str(out.root)!r} is not a tgbatch output folder (it holds {', '.join(foreign[:5])})")
-    manifests = out.manifests()
-    if not manifests:
-        return "new"
-    other = [m for _, m in manifests if m.get("fingerprint") != prepared.fingerprint.digest]
-    if other:
-        differs = prepared.fingerprint.differences(other[0].get("fingerprint_parts") or {})
-        return f"holds ANOTHER job's output ({', '.join(differs)} changed): run would refuse; use --fresh"
-    written = sum(int(m.get("rows_written") or 0) for m in manifests)
-    return f"resumable: {written} rows already written"
+    spec = prepared.job.spec
+    rows = prepared.source.count_rows()
+    if spec.dataset.limit is not None:
+        rows = min(rows, spec.dataset.limit)
+    done, failed = found.rows_written, found.rows_failed
+    to_go = max(0, rows * spec.samples - done - failed)
+    return f"resumes: {done} done, {failed} failed, {to_go} to go"
 
 
 async def _check_endpoint(prepared: Prepared) -> list[str]:
@@ -92,24 +94,25 @@ async def _check_endpoint(prepared: Prepared) -> list[str]:
 
 async def _check_one(prepared: Prepared, url: str) -> str:
     spec = prepared.job.spec
-    shown = redact_url(url)
-    client: Any = make_client(spec.endpoint, read_token(spec.endpoint), url)
-    async with client:
-        try:
-            with anyio.fail_after(INFO_TIMEOUT_S):
-                info = await client.info()
-        except (TGIError, TimeoutError) as exc:
-            return (
-                f"server:      {shown}: /info did not answer ({type(exc).__name__}: {exc}); parameters not checked "
-                "against the server's limits"
-            )
-    limits = Limits.from_info(info)
+    backend = make_backend(spec, read_token(spec.endpoint), url)
     try:
-        check_best_of(spec.parameters, limits)
-        check_parameters(spec.parameters, limits)
+        with anyio.fail_after(INFO_TIMEOUT_S):
+            capacity = await backend.capacity()
+    except (TGBatchError, TimeoutError) as exc:
+        return (
+            f"server:      {backend.url}: /info did not answer ({type(exc).__name__}: {exc}); parameters not "
+            "checked against the server's limits"
+        )
+    finally:
+        await backend.aclose()
+    try:
+        backend.check_limits(capacity)
     except ValidationError as exc:
-        fail(f"parameters: the endpoint {shown} ({info.model_id}) would refuse them: {exc.message}")
+        raise SpecError(
+            f"parameters: the endpoint {backend.url} ({capacity.model_id}) would refuse them: {exc.message}"
+        ) from exc
     return (
-        f"server:      {shown}: {info.model_id} (TGI {info.version}), max_input_tokens={info.max_input_tokens}, "
-        f"max_total_tokens={info.max_total_tokens}, max_concurrent_requests={info.max_concurrent_requests}"
+        f"server:      {backend.url}: {capacity.model_id} ({capacity.version}), "
+        f"max_input_tokens={capacity.max_input_tokens}, max_total_tokens={capacity.max_total_tokens}, "
+        f"max_concurrent_requests={capacity.max_concurrent_requests}"
     )

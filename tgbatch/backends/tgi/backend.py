@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tgbatch.backends.tgi._async import AsyncClient
 from tgbatch.backends.tgi.models import Response
-from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_parameters
 from tgbatch.types import Capacity, GenerationRequest, GenerationResult
 
 
@@ -53,6 +53,18 @@ class TGIBackend:
             max_stop_sequences=info.max_stop_sequences,
             raw=info.model_dump(mode="json"),
         )
+
+    def check_limits(self, capacity: Capacity) -> None:
+        """Raise ``ValidationError`` (TGI's message) when the server's limits refuse the job's parameters."""
+        limits = Limits(
+            max_best_of=capacity.max_best_of,
+            max_stop_sequences=capacity.max_stop_sequences,
+            max_top_n_tokens=None,  # /info does not say; the server checks it
+            max_input_tokens=capacity.max_input_tokens,
+            max_total_tokens=capacity.max_total_tokens,
+        )
+        check_best_of(self.parameters, limits)
+        check_parameters(self.parameters, limits)
 
     async def health(self) -> bool:
         return await self.client.health()

@@ -1,0 +1,54 @@
+"""``tgbatch validate`` on a folder that already holds output: the same resume check as ``tgbatch run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tgbatch.cli import _register, app
+
+from .runner_util import job_dict, prompts, write_job, write_jsonl
+
+_register()
+runner = CliRunner()
+
+
+def _job(tmp_path: Path, rows: int = 30) -> Path:
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompts(rows))
+    job = job_dict(data, output={"dir": str(tmp_path / "out"), "rows_per_shard": 10})
+    return write_job(tmp_path / "job.yaml", job)
+
+
+def test_validate_a_new_folder_says_new(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(_job(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "(new)" in result.output and result.output.rstrip().endswith("valid")
+
+
+def test_validate_after_a_run_says_it_resumes(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    assert runner.invoke(app, ["run", str(job), "--limit", "12"]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(job)])
+    assert result.exit_code == 0, result.output
+    assert "resumes: 12 done, 0 failed, 18 to go" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_refuses_a_changed_job_as_run_does(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    assert runner.invoke(app, ["run", str(job)]).exit_code == 0
+    changed = ["--set", "template=Other: {{ question }}"]
+    validated = runner.invoke(app, ["validate", str(job), *changed])
+    ran = runner.invoke(app, ["run", str(job), *changed])
+    assert validated.exit_code == ran.exit_code == 2, validated.output
+    assert "the template changed" in validated.output and "--fresh" in validated.output
+    assert "Traceback" not in validated.output and "valid\n" not in validated.output
+
+
+def test_validate_takes_output_like_run(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    other = tmp_path / "elsewhere"
+    assert runner.invoke(app, ["run", str(job), "--output", str(other), "--limit", "5"]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(job), "--output", str(other)])
+    assert result.exit_code == 0 and "resumes: 5 done" in result.output
