@@ -29,16 +29,6 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def event_loop_options() -> dict[str, bool]:
-    """uvloop where it is installed (it comes with uvicorn[standard] on Linux and macOS): the pipeline spends
-    much of its time in the event loop, and uvloop's costs about a fifth less CPU per row."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
-
-
 
 
 class CliProgress(ProgressSink):

@@ -6,7 +6,6 @@ import signal
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 
 from tgbatch.cli import app
@@ -21,10 +20,10 @@ from tgbatch.cli._errors import (
     parse_shard,
 )
 from tgbatch.cli._format import format_summary
-from tgbatch.cli._progress import CliProgress, event_loop_options, log, setup_logging
+from tgbatch.cli._progress import CliProgress, log, setup_logging
+from tgbatch.executor.local import run_local
 from tgbatch.job.load import load_job
-from tgbatch.runner import Prepared, RunControl, RunOptions, RunResult, make_pool, prepare, read_token, run_job
-from tgbatch.runner.dispatch import EndpointPool
+from tgbatch.runner import RunOptions, RunResult, prepare
 
 
 @app.command("run")
@@ -104,7 +103,6 @@ def run_command(
             max_runtime_s=parse_duration(max_runtime, "--max-runtime") if max_runtime is not None else None,
             max_new_tokens_total=max_new_tokens_total,
         )
-        pool = make_pool(loaded.spec, read_token(loaded.spec.endpoint))
         log.info(
             "job %s: %s -> %s%s",
             loaded.name,
@@ -112,45 +110,12 @@ def run_command(
             loaded.output_dir,
             f" (shard {shard_ix[0]}/{shard_ix[1]})" if shard_ix[1] > 1 else "",
         )
-        result = anyio.run(_run, prepared, pool, options, backend_options=event_loop_options())
+        result = run_local(prepared, options, progress=CliProgress(), handle_signals=True)
         # everything is committed: a late signal must not turn this run's exit code into a kill
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         code = _report(result, loaded.output_dir)
     raise typer.Exit(code)
-
-
-async def _run(prepared: Prepared, pool: EndpointPool, options: RunOptions) -> RunResult:
-    control = RunControl()
-    result: RunResult | None = None
-    error: Exception | None = None
-    async with pool, anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, control, options.drain_s)
-        try:
-            result = await run_job(prepared, pool, options=options, progress=CliProgress(), control=control)
-        except Exception as exc:  # re-raised below, outside the task group (which would wrap it in a group)
-            error = exc
-        tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    assert result is not None
-    return result
-
-
-async def _watch_signals(control: RunControl, grace: float) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for signum in signals:
-            count += 1
-            name = signal.Signals(signum).name
-            if count == 1:
-                log.warning(
-                    "%s: stopping; in-flight requests get up to %gs to finish (signal again to stop now)", name, grace
-                )
-                control.request_stop(name)
-            else:
-                log.warning("%s again: cancelling the requests in flight", name)
-                control.request_stop(name, now=True)
 
 
 def _report(result: RunResult, out: Path) -> int:

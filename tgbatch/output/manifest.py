@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tgbatch._version import __version__
 from tgbatch.errors import ResumeError
 from tgbatch.job.fingerprint import Fingerprint
 from tgbatch.output.layout import OutputDir
@@ -110,7 +111,7 @@ class Manifest:
         index, count = self.out.shard
         return {
             "format": FORMAT,
-            "tgbatch_version": _version(),
+            "tgbatch_version": __version__,
             "job": self.job,
             "fingerprint": self.fingerprint.digest,
             "fingerprint_parts": self.fingerprint.parts,
@@ -130,9 +131,3 @@ class Manifest:
 
     def write(self, *, complete: bool, rows_selected: int | None) -> None:
         self.out.write_manifest(self.to_dict(complete=complete, rows_selected=rows_selected))
-
-
-def _version() -> str:
-    from tgbatch import __version__
-
-    return __version__
