@@ -61,7 +61,25 @@ _LAZY = {
     },
 }
 
-__all__ = sorted(["__version__", *_LAZY])
+__all__ = [
+    "DatasetError",
+    "EndpointError",
+    "JobError",
+    "JobSpec",
+    "LoadedJob",
+    "OutputError",
+    "ResumeError",
+    "RowError",
+    "RunOptions",
+    "RunResult",
+    "ServerError",
+    "SpecError",
+    "TGBatchError",
+    "TemplateError",
+    "__version__",
+    "load_job",
+    "run_job",
+]
 
 
 def __getattr__(name: str) -> Any:
