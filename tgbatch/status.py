@@ -9,9 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from tgbatch.errors import ResumeError
 from tgbatch.metrics.merge import merge_snapshots
 from tgbatch.output.layout import OutputDir
@@ -44,34 +41,15 @@ def collect_status(
     error_files = out.committed("errors")
     if not manifests and not data_files and not error_files:
         raise ResumeError(f"{str(root)!r} is not a tgbatch output folder (no manifest.json and no data/)")
-    done = sum(_rows(p) for p in data_files)
-    failed = sum(_rows(p) for p in error_files)
-    tokens = sum(_tokens(p) for p in data_files)
-
-    shards = []
+    listed = _listed_files(manifests)
+    done, tokens = _count(root, data_files, listed, tokens=True)
+    failed, _ = _count(root, error_files, listed, tokens=False)
     by_count: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for path, manifest in manifests:
-        shard = manifest.get("shard") or {"index": 0, "count": 1}
-        entry = {
-            "manifest": path.name,
-            "shard": f"{shard.get('index', 0)}/{shard.get('count', 1)}",
-            "complete": bool(manifest.get("complete")),
-            "rows_selected": manifest.get("rows_selected"),
-            "rows_written": manifest.get("rows_written"),
-            "rows_failed": manifest.get("rows_failed"),
-            "elapsed_s": manifest.get("elapsed_s"),
-            "runs": manifest.get("runs"),
-            "updated_at": manifest.get("updated_at"),
-        }
-        shards.append(entry)
-        by_count[int(shard.get("count", 1))].append(manifest)
-
+    for _, manifest in manifests:
+        by_count[int((manifest.get("shard") or {}).get("count", 1))].append(manifest)
     fingerprints = sorted({m.get("fingerprint") for _, m in manifests if m.get("fingerprint")})
     samples = next((int(m.get("samples", 1)) for _, m in manifests), 1)
     total = _total(by_count, samples)
-    complete = any(
-        len({m["shard"]["index"] for m in group if m.get("complete")}) == count for count, group in by_count.items()
-    )
     elapsed = [float(m.get("elapsed_s") or 0.0) for _, m in manifests]
     live, dead = _live(root, manifests, done, failed, total, now=now, hostname=hostname, alive=alive)
     summaries = [s for _, s in read_stats_files(root, "summary")]
@@ -84,18 +62,55 @@ def collect_status(
         "failed": failed,
         "total": total,
         "remaining": None if total is None else max(0, total - done - failed),
-        "complete": complete,
+        "complete": _complete(by_count),
         "generated_tokens": tokens,
         "elapsed_s": round(max(elapsed, default=0.0), 3),
         "elapsed_s_all_shards": round(sum(elapsed), 3),
         "data_files": len(data_files),
         "error_files": len(error_files),
-        "shards": shards,
+        "shards": [_shard_entry(path, manifest) for path, manifest in manifests],
         "running": live is not None,
         "live": live,
         "dead": dead,
         "last_run": _strip(merge_snapshots(summaries)) if summaries and live is None else None,
     }
+
+
+def _shard_entry(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    shard = manifest.get("shard") or {"index": 0, "count": 1}
+    return {
+        "manifest": path.name,
+        "shard": f"{shard.get('index', 0)}/{shard.get('count', 1)}",
+        "complete": bool(manifest.get("complete")),
+        **{k: manifest.get(k) for k in ("rows_selected", "rows_written", "rows_failed", "elapsed_s", "runs")},
+        "updated_at": manifest.get("updated_at"),
+    }
+
+
+def _complete(by_count: dict[int, list[dict[str, Any]]]) -> bool:
+    """Some full split (every shard I of one N) says it is complete."""
+    return any(
+        len({m["shard"]["index"] for m in group if m.get("complete")}) == count for count, group in by_count.items()
+    )
+
+
+def _listed_files(manifests: list[tuple[Path, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Every committed file a manifest lists, by its path in the folder (``data/part-...``)."""
+    return {entry["file"]: entry for _, m in manifests for entry in m.get("files") or [] if "file" in entry}
+
+
+def _count(root: Path, files: list[Path], listed: dict[str, dict[str, Any]], *, tokens: bool) -> tuple[int, int]:
+    """Rows (and generated tokens) in ``files``: from the manifests where they list the file, else from the
+    file itself (a crash between a commit and its manifest, or an older version's manifest without tokens).
+    Only files on disk count: the files are the truth, the manifests a cheap index of them."""
+    rows = total_tokens = 0
+    for path in files:
+        entry = listed.get(str(path.relative_to(root)))
+        rows += int(entry["rows"]) if entry is not None else _rows(path)
+        if tokens:
+            known = entry.get("tokens") if entry is not None else None
+            total_tokens += int(known) if known is not None else _tokens(path)
+    return rows, total_tokens
 
 
 def _strip(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +187,8 @@ def _total(by_count: dict[int, list[dict[str, Any]]], samples: int) -> int | Non
 
 
 def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq  # only for files no manifest describes: status starts without Arrow
+
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (OSError, ValueError) as exc:
@@ -179,6 +196,9 @@ def _rows(path: Path) -> int:
 
 
 def _tokens(path: Path) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     try:
         column = pq.read_table(path, columns=["generated_tokens"]).column("generated_tokens")
     except (OSError, ValueError, KeyError) as exc:

@@ -231,6 +231,13 @@ class LiveStats:
             return None
         return max(0, self.total - self.ok - self.failed)
 
+    def _eta(self, remaining: int | None, rate: float | None) -> float | None:
+        if remaining == 0:
+            return 0.0
+        if remaining is None or not rate or self.ended is not None:  # a rate of 0 (stalled): no ETA
+            return None
+        return remaining / rate
+
     def snapshot(self) -> dict[str, Any]:
         """Everything as a JSON-ready dict (the content of ``progress.json``)."""
         now = self.clock() if self.ended is None else self.ended
@@ -240,13 +247,7 @@ class LiveStats:
         overall_rows = done_run / elapsed if elapsed > 0 else None
         overall_tokens = self.tokens / elapsed if elapsed > 0 else None
         remaining = self.remaining
-        rate = recent_rows if recent_rows is not None else overall_rows  # 0 (stalled): no ETA
-        if remaining == 0:
-            eta: float | None = 0.0
-        elif remaining is None or not rate or self.ended is not None:
-            eta = None
-        else:
-            eta = remaining / rate
+        eta = self._eta(remaining, recent_rows if recent_rows is not None else overall_rows)
         updated_unix = self.wall()
         recent_latency = self._recent_latency.combined(now)
         latency = self.latency.summary()

@@ -95,9 +95,12 @@ class Manifest:
 
     @classmethod
     def resume(cls, out: OutputDir, previous: dict[str, Any], **kwargs: Any) -> Manifest:
+        # tokens of the files an earlier run committed come from its manifest (the files themselves say rows)
+        tokens = {entry.get("file"): entry.get("tokens") for entry in previous.get("files") or []}
+        files = [CommittedFile(f.file, f.rows, tokens.get(f.file)) for f in out.own_files()]
         return cls(
             out,
-            files=out.own_files(),
+            files=files,
             created_at=previous.get("created_at") or now_iso(),
             elapsed_before_s=float(previous.get("elapsed_s") or 0.0),
             runs=int(previous.get("runs") or 0) + 1,
@@ -126,7 +129,7 @@ class Manifest:
             "updated_at": now_iso(),
             "elapsed_s": round(self.elapsed_before_s + time.monotonic() - self.started, 3),
             "runs": self.runs,
-            "files": [{"file": f.file, "rows": f.rows} for f in self.files],
+            "files": [f.to_dict() for f in self.files],
         }
 
     def write(self, *, complete: bool, rows_selected: int | None) -> None:

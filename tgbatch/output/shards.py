@@ -10,10 +10,18 @@ import pyarrow as pa
 
 @dataclass(frozen=True)
 class CommittedFile:
-    """A committed shard: its path relative to the output folder and its row count."""
+    """A committed shard: its path relative to the output folder, its row count and (data shards) the tokens
+    its rows generated, so ``tgbatch status`` can sum a folder from its manifests without opening Parquet."""
 
     file: str
     rows: int
+    tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"file": self.file, "rows": self.rows}
+        if self.tokens is not None:
+            entry["tokens"] = self.tokens
+        return entry
 
 
 class ShardBuffer:
@@ -23,17 +31,19 @@ class ShardBuffer:
         self.schema = schema
         self.records: list[dict[str, Any]] = []
         self.bytes = 0
+        self.tokens = 0
 
     def add(self, record: dict[str, Any], size: int) -> None:
         self.records.append(record)
         self.bytes += size
+        self.tokens += record.get("generated_tokens") or 0
 
     def take(self) -> pa.Table | None:
         if not self.records:
             return None
         table = pa.Table.from_pylist(self.records, schema=self.schema)
         self.records = []
-        self.bytes = 0
+        self.bytes = self.tokens = 0
         return table
 
 

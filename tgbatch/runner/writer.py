@@ -115,23 +115,24 @@ class Writer:
             self.control.request_stop(f"--max-new-tokens-total reached ({budget} tokens)", kind="budget")
 
     async def _commit(self) -> None:
-        tables = [("data", self.data.take()), ("errors", self.errors.take())]
+        # the data shard's tokens go into the manifest: tgbatch status sums a folder without opening Parquet
+        tables = [("data", self.data.tokens, self.data.take()), ("errors", None, self.errors.take())]
         self.first_pending = None
-        if all(table is None for _, table in tables):
+        if all(table is None for _, _, table in tables):
             return
         committed = await anyio.to_thread.run_sync(self._commit_files, tables, self.seq)
         self.seq += 1
         self.events.committed(committed)
 
-    def _commit_files(self, tables: list[tuple[str, pa.Table | None]], seq: int) -> list[CommittedFile]:
+    def _commit_files(self, tables: list[tuple[str, int | None, pa.Table | None]], seq: int) -> list[CommittedFile]:
         committed = []
         try:
-            for kind, table in tables:
+            for kind, tokens, table in tables:
                 if table is None:
                     continue
                 path = self.out.shard_path(kind, seq)
                 commit_table(table, path)
-                committed.append(CommittedFile(f"{kind}/{path.name}", table.num_rows))
+                committed.append(CommittedFile(f"{kind}/{path.name}", table.num_rows, tokens))
             # data before manifest: the shards are committed, then the manifest lists them
             self.manifest.add(committed)
             self.manifest.write(complete=False, rows_selected=self._rows_selected())

@@ -230,19 +230,7 @@ def _value(node: Any, root: dict[str, Any], rng: random.Random, depth: int) -> A
     if "enum" in node:
         return rng.choice(node["enum"])
     if "allOf" in node:
-        merged: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
-        for part in node["allOf"]:
-            part = _resolve(root, part["$ref"]) if isinstance(part, dict) and "$ref" in part else part
-            if not isinstance(part, dict):
-                raise Unsupported("allOf with a non-object member")
-            for key, value in part.items():
-                if key == "properties":
-                    merged["properties"] = {**merged.get("properties", {}), **value}
-                elif key == "required":
-                    merged["required"] = [*merged.get("required", []), *value]
-                else:
-                    merged.setdefault(key, value)
-        return _value(merged, root, rng, depth + 1)
+        return _value(_all_of(node, root), root, rng, depth + 1)
     for key in ("anyOf", "oneOf"):
         if key in node:
             return _value(rng.choice(node[key]), root, rng, depth + 1)
@@ -255,18 +243,7 @@ def _value(node: Any, root: dict[str, Any], rng: random.Random, depth: int) -> A
         props = node.get("properties", {})
         return {name: _value(sub, root, rng, depth + 1) for name, sub in props.items()}
     if kind == "array":
-        prefix = node.get("prefixItems", [])
-        items = node.get("items", {})
-        low = int(node.get("minItems", 1))
-        high = int(node.get("maxItems", low + 2))
-        if low > high:
-            raise Unsupported(f"array with minItems {low} > maxItems {high}")
-        count = max(rng.randint(low, high), len(prefix) if items is False else 0)
-        out = [_value(sub, root, rng, depth + 1) for sub in prefix[:count]]
-        if items is False:
-            return out
-        out += [_value(items, root, rng, depth + 1) for _ in range(count - len(out))]
-        return out
+        return _array(node, root, rng, depth)
     if kind == "string":
         return _string(node, rng)
     if kind in ("integer", "number"):
@@ -276,6 +253,38 @@ def _value(node: Any, root: dict[str, Any], rng: random.Random, depth: int) -> A
     if kind == "null":
         return None
     raise Unsupported(f"type {kind!r}")
+
+
+def _all_of(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """The members of an ``allOf`` merged into one schema (properties and required lists combined)."""
+    merged: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
+    for part in node["allOf"]:
+        part = _resolve(root, part["$ref"]) if isinstance(part, dict) and "$ref" in part else part
+        if not isinstance(part, dict):
+            raise Unsupported("allOf with a non-object member")
+        for key, value in part.items():
+            if key == "properties":
+                merged["properties"] = {**merged.get("properties", {}), **value}
+            elif key == "required":
+                merged["required"] = [*merged.get("required", []), *value]
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+def _array(node: dict[str, Any], root: dict[str, Any], rng: random.Random, depth: int) -> list[Any]:
+    prefix = node.get("prefixItems", [])
+    items = node.get("items", {})
+    low = int(node.get("minItems", 1))
+    high = int(node.get("maxItems", low + 2))
+    if low > high:
+        raise Unsupported(f"array with minItems {low} > maxItems {high}")
+    count = max(rng.randint(low, high), len(prefix) if items is False else 0)
+    out = [_value(sub, root, rng, depth + 1) for sub in prefix[:count]]
+    if items is False:
+        return out
+    out += [_value(items, root, rng, depth + 1) for _ in range(count - len(out))]
+    return out
 
 
 def _check_metaschema(schema: dict[str, Any]) -> None:

@@ -131,6 +131,18 @@ def _prefill(prompt: Prompt) -> list[PrefillTuple]:
     return out
 
 
+def _top_token(x: int, step: int, eos_at: int, forced: list[str] | None) -> TokenTuple:
+    """The most likely token at ``step`` (``x``: the step's random bits): EOS where the model stops, the
+    grammar's next piece when constrained, else a word drawn from the vocabulary."""
+    if step == eos_at:
+        return (EOS_ID, EOS_TEXT, _EOS_LP[x & 0xFFF], True)
+    if forced is not None:
+        piece = forced[step]
+        return (piece_id(piece), piece, _TOP_LP[x & 0xFFF], False)
+    tid = GENERATED_IDS[(x >> 12) % _N_GEN]
+    return (tid, PIECES[tid], _TOP_LP[x & 0xFFF], False)
+
+
 def generate(
     prompt: Prompt,
     p: Parameters,
@@ -164,14 +176,7 @@ def generate(
     finish = "length"
     for step in range(max_new_tokens):
         x = rng.getrandbits(64)
-        if step == eos_at:
-            top: TokenTuple = (EOS_ID, EOS_TEXT, _EOS_LP[x & 0xFFF], True)
-        elif forced is not None:
-            piece = forced[step]
-            top = (piece_id(piece), piece, _TOP_LP[x & 0xFFF], False)
-        else:
-            tid = GENERATED_IDS[(x >> 12) % _N_GEN]
-            top = (tid, PIECES[tid], _TOP_LP[x & 0xFFF], False)
+        top = _top_token(x, step, eos_at, forced)
         chosen = top
         if sampling and forced is None and step != eos_at and ((x >> 40) & 0xFFFF) >= keep_top * 65536:
             rank = min(1 + (x >> 58) % 3, top_k - 1)
