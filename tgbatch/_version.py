@@ -1,8 +1,4 @@
-"""The installed version (``0.0.0`` in a source tree that was not installed)."""
+"""The version: the one place it is written (pyproject.toml reads it from here), so reading it costs no
+package-metadata scan at start-up."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("tgbatch")
-except PackageNotFoundError:
-    __version__ = "0.0.0"
+__version__ = "0.2.0"

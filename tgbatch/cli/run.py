@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,10 +20,9 @@ from tgbatch.cli._errors import (
     parse_shard,
 )
 from tgbatch.cli._format import format_summary
-from tgbatch.cli._progress import CliProgress, log, setup_logging
-from tgbatch.executor.local import run_local
-from tgbatch.job.load import load_job
-from tgbatch.runner import RunOptions, RunResult, prepare
+
+if TYPE_CHECKING:
+    from tgbatch.runner import RunResult
 
 
 @app.command("run")
@@ -77,6 +76,12 @@ def run_command(
     or stopped at the first 401/403/404), 130 interrupted by Ctrl-C or SIGTERM (run it again to resume), 1
     internal error.
     """
+    # the machinery is imported here, when the command runs: `tgbatch --help` must start in a blink
+    from tgbatch.cli._progress import CliProgress, log, setup_logging
+    from tgbatch.executor.local import run_local
+    from tgbatch.job.load import load_job
+    from tgbatch.runner import RunOptions, prepare
+
     setup_logging(verbose)
     shard_ix = parse_shard(shard)
     if fresh and shard_ix[1] > 1:

@@ -12,7 +12,6 @@ import typer
 from tgbatch.cli import app
 from tgbatch.cli._errors import exit_codes
 from tgbatch.cli._format import format_duration, format_endpoint, format_latency, format_rate, format_retries
-from tgbatch.status import collect_status
 
 
 def _duration(seconds: float) -> str:
@@ -33,6 +32,8 @@ def status_command(
     tokens/s, ETA, latency p50/p95, retries by cause and per-endpoint counts. Exit code 0, or 2 when DIR is not
     a tgbatch output folder.
     """
+    from tgbatch.status import collect_status
+
     with exit_codes():
         status = collect_status(output_dir)
     if as_json:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import anyio
 import typer
 
 from tgbatch.cli import app
 from tgbatch.cli._errors import exit_codes
 from tgbatch.errors import SpecError, TGBatchError, ValidationError
-from tgbatch.job.load import load_job
-from tgbatch.output.layout import OutputDir
-from tgbatch.output.manifest import check_resume
-from tgbatch.runner import Prepared, make_backend, prepare, read_token
-from tgbatch.runner.connect import INFO_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from tgbatch.runner import Prepared
 
 
 @app.command("validate")
@@ -34,6 +31,12 @@ def validate_command(
     Exit code 0 when the job is valid, 2 otherwise (the message names the field, or what changed since the
     output folder was written).
     """
+    # the machinery is imported here, when the command runs: `tgbatch --help` must start in a blink
+    import anyio
+
+    from tgbatch.job.load import load_job
+    from tgbatch.runner import prepare
+
     overrides = list(set_ or [])
     if output is not None:
         overrides.append(f"output.dir={output}")
@@ -72,6 +75,9 @@ def validate_command(
 def _output_state(prepared: Prepared) -> str:
     """The output folder as ``tgbatch run`` would find it: the very same resume check (a folder holding another
     job's output raises ``ResumeError``, naming what changed)."""
+    from tgbatch.output.layout import OutputDir
+    from tgbatch.output.manifest import check_resume
+
     found = check_resume(OutputDir(prepared.job.output_dir), prepared.fingerprint)
     if found.new:
         return "new"
@@ -93,6 +99,11 @@ async def _check_endpoint(prepared: Prepared) -> list[str]:
 
 
 async def _check_one(prepared: Prepared, url: str) -> str:
+    import anyio
+
+    from tgbatch.runner import make_backend, read_token
+    from tgbatch.runner.connect import INFO_TIMEOUT_S
+
     spec = prepared.job.spec
     backend = make_backend(spec, read_token(spec.endpoint), url)
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 100_000
@@ -37,6 +38,8 @@ def commit_table(table: pa.Table, path: Path) -> None:
     tmp = path.parent / f".{path.name}.tmp"
     per_row = max(1, table.nbytes // max(1, table.num_rows))
     group = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row))
+    import pyarrow.parquet as pq  # here, not at the top: tgbatch status and --help start without Arrow
+
     pq.write_table(table, tmp, row_group_size=group, compression="zstd")
     fd = os.open(tmp, os.O_RDONLY)
     try:

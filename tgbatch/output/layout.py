@@ -24,9 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-import yaml
-
 from tgbatch.errors import ResumeError
 from tgbatch.output.atomic import fsync_dir, write_atomic
 from tgbatch.output.shards import CommittedFile
@@ -160,26 +157,31 @@ class OutputDir:
         return len(files)
 
     def write_job_yaml(self, data: dict[str, Any]) -> None:
-        text = yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100)
+        text = _dump_yaml(data)
         write_atomic(self.root / "job.yaml", text.encode("utf-8"))
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_atomic(self.manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (the template) as readable ``|`` blocks."""
+def _dump_yaml(data: dict[str, Any]) -> str:
+    """YAML with multi-line strings (the template) as readable ``|`` blocks."""
+    import yaml
 
+    class BlockDumper(yaml.SafeDumper):
+        pass
 
-def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    def str_block(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
-
-_BlockDumper.add_representer(str, _str_block)
+    BlockDumper.add_representer(str, str_block)
+    return yaml.dump(data, Dumper=BlockDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (OSError, ValueError) as exc:

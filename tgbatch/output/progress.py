@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from tgbatch.metrics.live import FORMAT, LiveStats
 from tgbatch.output.atomic import write_atomic
 
@@ -103,6 +101,8 @@ class ProgressFile:
             return False
         self._next = now + self.interval_s
         payload = self._payload()
+        import anyio.to_thread  # the writer's path only: tgbatch status reads these files without anyio
+
         return await anyio.to_thread.run_sync(self._put, self.path, payload)
 
     def write_final(self, state: str, reason: str | None = None) -> dict[str, Any]:
@@ -123,6 +123,8 @@ class ProgressFile:
         def put_both() -> None:
             self._put(self.path, payload)
             self._put(self.summary_path, payload)
+
+        import anyio.to_thread
 
         await anyio.to_thread.run_sync(put_both)
         return json.loads(payload)

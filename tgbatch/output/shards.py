@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class ShardBuffer:
     def take(self) -> pa.Table | None:
         if not self.records:
             return None
+        import pyarrow as pa  # only when a shard is made: status reads CommittedFile without Arrow
+
         table = pa.Table.from_pylist(self.records, schema=self.schema)
         self.records = []
         self.bytes = self.tokens = 0

@@ -1,0 +1,57 @@
+"""The command line's help and start-up: what a user sees first."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from tgbatch import cli
+from tgbatch.cli import COMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_listed_help_is_the_commands_own(name: str) -> None:
+    """``tgbatch --help`` lists each command by a stand-in: its text must be the real command's."""
+    module = __import__(f"tgbatch.cli.{name}", fromlist=["x"])
+    command = next(f for n, f in vars(module).items() if n.endswith("_command") and callable(f))
+    first = inspect.getdoc(command).split("\n\n")[0].replace("\n", " ")
+    assert COMMANDS[name] == first
+
+
+def _tgbatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tgbatch", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_help_lists_every_command_and_loads_nothing_heavy() -> None:
+    result = _tgbatch("--help")
+    assert result.returncode == 0, result.stderr
+    for name in COMMANDS:
+        assert name in result.stdout
+    code = (
+        "import sys; sys.argv = ['tgbatch', '--help']\n"
+        "from tgbatch.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('pyarrow', 'aiohttp', 'httpx', 'pydantic', 'tgbatch.runner', 'jinja2') if m in sys.modules), file=sys.stderr)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert loaded.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_each_command_has_its_full_help() -> None:
+    for name in COMMANDS:
+        result = _tgbatch(name, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout and "--help" in result.stdout, result.stderr
+
+
+def test_version() -> None:
+    result = _tgbatch("--version")
+    assert result.returncode == 0 and result.stdout.startswith("tgbatch ")
+
+
+def test_register_all_for_in_process_use() -> None:
+    cli._register()
+    names = {c.name for c in cli.app.registered_commands}
+    assert set(COMMANDS) <= names
