@@ -58,7 +58,7 @@ def main() -> int:
             "hf --help": ["hf", "--help"],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
-        for name, command in commands.items():
+        for command in commands.values():
             _time(command)  # warm the file cache: every command starts from the same state
         for _ in range(args.runs):
             for name, command in commands.items():

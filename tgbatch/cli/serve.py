@@ -102,7 +102,7 @@ def serve_command(
 ) -> None:
     """Run a TGI-compatible simulated server (no GPU, no weights): TGI's protocol, a deterministic model,
     a latency model and fault injection."""
-    from tgbatch.sim import serve
+    from tgbatch.sim.run import serve
 
     options = {
         name: value

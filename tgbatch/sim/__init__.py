@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from tgbatch.sim.config import SimConfig
     from tgbatch.sim.faults import ConnectionDropped
-    from tgbatch.sim.serve import serve
+    from tgbatch.sim.run import serve
 
 __all__ = ["ConnectionDropped", "SimConfig", "app_from_sim_url", "create_app", "serve"]
 
@@ -49,7 +49,7 @@ def __getattr__(name: str) -> Any:
 
         return ConnectionDropped
     if name == "serve":
-        from tgbatch.sim.serve import serve
+        from tgbatch.sim.run import serve
 
         return serve
     raise AttributeError(f"module 'tgbatch.sim' has no attribute {name!r}")
