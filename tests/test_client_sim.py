@@ -98,6 +98,7 @@ def live() -> Iterator[list[LiveServer]]:
         yield servers
 
 
+@pytest.mark.slow
 def test_live_generate_and_stream_over_aiohttp(live: list[LiveServer]) -> None:
     async def main() -> None:
         async with AsyncClient(live[0].url) as client:
@@ -117,6 +118,7 @@ def test_live_generate_and_stream_over_aiohttp(live: list[LiveServer]) -> None:
     anyio.run(main)
 
 
+@pytest.mark.slow
 def test_live_token_and_errors(live: list[LiveServer]) -> None:
     async def main() -> None:
         async with AsyncClient(live[1].url) as anonymous:

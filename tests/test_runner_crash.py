@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from ._server_util import live_servers
 from .runner_util import read_rows, write_job
+
+# every test here starts processes (tgbatch serve, tgbatch run): `pytest -m 'not slow'` skips them
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 120.0

@@ -20,6 +20,9 @@ from tgbatch.runner import make_pool, prepare, run_job
 from ._server_util import live_servers
 from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
 
+# every test here starts processes (tgbatch serve, tgbatch run): `pytest -m 'not slow'` skips them
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 120.0
 

@@ -18,6 +18,9 @@ from text_generation.types import Grammar, GrammarType
 
 from ._server_util import ROOT, LiveServer, body, cli_command, live_servers, sse_events
 
+# every test here starts processes (tgbatch serve, tgbatch run): `pytest -m 'not slow'` skips them
+pytestmark = pytest.mark.slow
+
 PROMPT = "Explain continuous batching in one paragraph"
 SCHEMA = {
     "type": "object",

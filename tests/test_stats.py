@@ -350,6 +350,7 @@ def test_progress_json_is_always_valid_while_rewritten(tmp_path: Path) -> None:
     assert json.loads(progress.path.read_text())["done_this_run"] == 1500
 
 
+@pytest.mark.slow
 def test_progress_json_is_valid_for_another_process(tmp_path: Path) -> None:
     """The same, read from a separate process (as ``tgbatch status`` does)."""
     import subprocess

@@ -47,7 +47,7 @@ def collect_status(
     by_count: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for _, manifest in manifests:
         by_count[int((manifest.get("shard") or {}).get("count", 1))].append(manifest)
-    fingerprints = sorted({m.get("fingerprint") for _, m in manifests if m.get("fingerprint")})
+    fingerprints = sorted({str(m["fingerprint"]) for _, m in manifests if m.get("fingerprint")})
     samples = next((int(m.get("samples", 1)) for _, m in manifests), 1)
     total = _total(by_count, samples)
     elapsed = [float(m.get("elapsed_s") or 0.0) for _, m in manifests]

@@ -145,8 +145,9 @@ def _echo_endpoints(snapshot: dict[str, Any]) -> None:
 
 def _echo_last_run(last: dict[str, Any]) -> None:
     reason = last.get("reason")
+    when = _clock_time(str(last.get("updated_at")))
     typer.echo(
-        f"last run:   {last.get('state')}{f' ({reason})' if reason else ''} at {_clock_time(last.get('updated_at'))}: "
+        f"last run:   {last.get('state')}{f' ({reason})' if reason else ''} at {when}: "
         f"{last.get('done_this_run')} generated, {last.get('failed_this_run')} failed in "
         f"{format_duration(last.get('elapsed_s'))}, {format_rate(last.get('rows_per_s_overall'), 'rows/s')}, "
         f"{format_rate(last.get('tokens_per_s_overall'), 'generated tokens/s')}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tgbatch.metrics.histogram import LatencyHistogram, _round
@@ -43,7 +43,7 @@ def _merge_values(a: Any, b: Any) -> Any:
     return b if b is not None else a
 
 
-def merge_snapshots(snapshots: list[Mapping[str, Any]]) -> dict[str, Any]:
+def merge_snapshots(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Several shards' snapshots as one: counts and rates summed, the ETA of the slowest shard, latency
     percentiles from the merged histograms, retries and endpoints summed."""
     if not snapshots:
@@ -66,10 +66,11 @@ def merge_snapshots(snapshots: list[Mapping[str, Any]]) -> dict[str, Any]:
     merged["remaining"] = _sum_or_none(s.get("remaining") for s in snapshots)
     for key in _RATES:
         merged[key] = _round(_sum_or_none(s.get(key) for s in snapshots))
+    # the slowest shard decides when the whole is done; unknown if any shard's is
     etas = [s.get("eta_s") for s in snapshots]
-    merged["eta_s"] = None if any(e is None for e in etas) else max(etas)
+    merged["eta_s"] = max(float(e) for e in etas if e is not None) if None not in etas else None
     eta_ats = [s.get("eta_at") for s in snapshots]
-    merged["eta_at"] = None if any(e is None for e in eta_ats) else max(eta_ats)
+    merged["eta_at"] = max(str(e) for e in eta_ats if e is not None) if None not in eta_ats else None
     overall = LatencyHistogram()
     recent = LatencyHistogram()
     for s in snapshots:

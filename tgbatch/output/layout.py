@@ -58,7 +58,7 @@ class OutputDir:
         return sorted(p.name for p in self.root.iterdir() if not _OURS.match(p.name))
 
     def manifests(self) -> list[tuple[Path, dict[str, Any]]]:
-        found = []
+        found: list[tuple[Path, dict[str, Any]]] = []
         if not self.root.is_dir():
             return found
         for path in sorted(self.root.iterdir()):

@@ -86,7 +86,7 @@ def prepare(job: LoadedJob, *, preview_rows: int = PREVIEW_ROWS) -> Prepared:
 
 
 def _carried_columns(wanted: list[str] | None, names: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    notes = []
+    notes: list[str] = []
     if wanted is not None:
         unknown = [c for c in wanted if c not in names]
         if unknown:

@@ -15,6 +15,11 @@ import random
 import re
 import string
 from functools import lru_cache
+
+# the regex parser behind ``re`` (Python 3.11+), which gives the tree that generation walks; typeshed does not
+# describe these private modules
+from re import _constants as sre_c  # type: ignore[attr-defined]
+from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import jsonschema
@@ -22,13 +27,6 @@ import jsonschema
 from tgbatch.backends.tgi.models import Grammar
 from tgbatch.backends.tgi.rules import PREFIX, grammar_schema
 from tgbatch.errors import ValidationError
-
-try:  # Python 3.11+: the regex parser behind ``re``, which gives the tree generation walks
-    from re import _constants as sre_c
-    from re import _parser as sre_parse
-except ImportError:  # pragma: no cover
-    import sre_constants as sre_c  # type: ignore[no-redef]
-    import sre_parse  # type: ignore[no-redef]
 
 _CACHE_SIZE = 256
 _MAX_DEPTH = 16
@@ -318,7 +316,7 @@ def _compile_cached(kind: str, canonical_value: str) -> RegexSampler | JsonSampl
     value = json.loads(canonical_value)
     if kind == "regex":
         return RegexSampler(value)
-    schema = grammar_schema(Grammar(type=kind, value=value), check_schema=_check_metaschema)  # type: ignore[arg-type]
+    schema = grammar_schema(Grammar(type=kind, value=value), check_schema=_check_metaschema)
     assert schema is not None
     return JsonSampler(f"{kind}:{canonical_value}", schema)
 
