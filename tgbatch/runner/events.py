@@ -1,6 +1,6 @@
-"""The run's events, counted once: the pipeline reports each one here, and ``RunEvents`` feeds the run's
-result, the live statistics (``progress.json``) and the listener (the CLI's bar or log lines) from that one
-call, so no stage counts anything by hand."""
+"""The run's events, counted once: the pipeline reports each one here, and ``RunEvents`` counts it in the live
+statistics (what ``progress.json`` shows, and what the run's result is read from at the end) and passes it to
+the listener (the CLI's bar or log lines), so no stage counts anything by hand."""
 
 from __future__ import annotations
 
@@ -60,16 +60,10 @@ class RunEvents:
         self.listener.set_total(rows)
 
     def row_done(self, row: RowDone) -> None:
-        if row.ok:
-            self.result.ok += 1
-            self.result.generated_tokens += row.tokens
-        else:
-            self.result.failed += 1
         self.stats.row_done(row.ok, row.tokens, row.latency_s, row.endpoint, row.attempts)
         self.listener.advance(ok=row.ok, tokens=row.tokens)
 
     def retry(self, error: BaseException, endpoint: str | None) -> None:
-        self.result.retries += 1
         self.stats.retry(error, endpoint)
         self.listener.retry(error)
 
@@ -81,3 +75,9 @@ class RunEvents:
 
     def close(self) -> None:
         self.listener.close()
+
+    def tally(self) -> RunResult:
+        """The result, with this run's counts as the statistics have them."""
+        self.result.ok, self.result.failed = self.stats.ok, self.stats.failed
+        self.result.retries, self.result.generated_tokens = self.stats.retries, self.stats.tokens
+        return self.result

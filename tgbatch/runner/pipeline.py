@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tgbatch.backends import Backend
+from tgbatch.backends.tgi._async import AsyncClient
 from tgbatch.errors import EndpointError, JobError, TemplateError
 from tgbatch.input.rows import RowBatch, iter_rows
 from tgbatch.metrics.live import LiveStats
@@ -36,7 +36,7 @@ from tgbatch.runner.writer import ReadState, Writer
 
 async def run_job(
     prepared: Prepared,
-    client: EndpointPool | Backend | Any,
+    client: EndpointPool | Backend | AsyncClient,
     *,
     options: RunOptions | None = None,
     progress: ProgressSink | None = None,
@@ -63,7 +63,7 @@ async def run_job(
             run.events.close()
 
 
-def _as_pool(prepared: Prepared, client: EndpointPool | Backend | Any) -> EndpointPool:
+def _as_pool(prepared: Prepared, client: EndpointPool | Backend | AsyncClient) -> EndpointPool:
     if isinstance(client, EndpointPool):
         return client
     backend = client if isinstance(client, Backend) else wrap_client(client, prepared.job.spec)
@@ -158,7 +158,7 @@ class _Run:
     def _result(self) -> RunResult:
         if self.control.fatal is not None:
             raise _endpoint_error(self.control.fatal) from self.control.fatal
-        result = self.events.result
+        result = self.events.tally()
         result.interrupted = self.control.stopping
         result.stop_kind = self.control.kind
         result.stop_reason = self.control.reason

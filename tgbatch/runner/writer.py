@@ -111,7 +111,7 @@ class Writer:
 
     def _check_token_budget(self) -> None:
         budget = self.options.max_new_tokens_total
-        if budget is not None and self.result.generated_tokens >= budget and not self.control.stopping:
+        if budget is not None and self.events.stats.tokens >= budget and not self.control.stopping:
             self.control.request_stop(f"--max-new-tokens-total reached ({budget} tokens)", kind="budget")
 
     async def _commit(self) -> None:
