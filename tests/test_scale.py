@@ -219,7 +219,7 @@ def test_json_lines_are_counted_without_parsing(tmp_path: Path) -> None:
 def test_json_lines_are_read_in_bounded_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gzip
 
-    import tgbatch.input.sources as reader
+    import tgbatch.input.files as reader
 
     monkeypatch.setattr(reader, "JSON_CHUNK_BYTES", 64 * 1024)
     rows = prompts(60_000)  # ~5 MB of JSON: many chunks, lines cut at chunk edges

@@ -1,8 +1,6 @@
 """Streaming input: the dataset is read in Arrow record batches, so memory does not grow with its size.
 
-Local files (a file, a glob, a folder of files) are read with ``pyarrow.dataset`` (``.arrow`` files, which
-``datasets`` writes in the IPC *stream* format, with ``pyarrow.ipc``; JSON Lines a few megabytes at a time with
-the dataset's schema, as pyarrow's JSON readers would read the whole file ahead); a ``datasets.save_to_disk``
+Local files (a file, a glob, a folder of files) are read by format (``input.files``); a ``datasets.save_to_disk``
 folder and a Hub dataset id go through ``datasets`` (memory-mapped, iterated in Arrow format). Each row gets a
 stable id: the ``id_column``'s value, or the row's position in the input. ``--shard I/N`` keeps the rows whose
 id hashes to I.
@@ -17,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.ipc as ipc
-import pyarrow.json as pajson
 
 from tgbatch.errors import DatasetError, SpecError
+from tgbatch.input.files import BATCH_ROWS, COMPRESSION, READERS, count_rows, read_batches, read_schema
 from tgbatch.job.spec import LoadedJob
 
 _EXTENSIONS = {
@@ -35,15 +31,12 @@ _EXTENSIONS = {
     ".feather": "arrow",
     ".ipc": "arrow",
 }
-_COMPRESSION = (".gz", ".bz2", ".zst", ".lz4")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-BATCH_ROWS = 1024
-JSON_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def format_of(path: Path) -> str | None:
     name = path.name.lower()
-    for suffix in _COMPRESSION:
+    for suffix in COMPRESSION:
         name = name.removesuffix(suffix)
     return _EXTENSIONS.get(Path(name).suffix)
 
@@ -64,67 +57,22 @@ class Source:
 
 
 class FileSource(Source):
+    """Local files of one format, read one after the other with the first file's schema."""
+
     kind = "files"
 
     def __init__(self, files: list[Path], fmt: str, identity: dict[str, Any]) -> None:
         self.files = files
         self.format = fmt
         self.identity = identity
-        if fmt == "arrow":
-            self._dataset = None
-            self.schema = _ipc_schema(files[0])
-        else:
-            self._dataset = _pa_dataset(files, fmt)
-            self.schema = self._dataset.schema
+        self._reader = READERS[fmt]
+        self.schema = read_schema(self._reader, files[0], fmt)
 
     def count_rows(self) -> int:
-        if self._dataset is None:
-            return sum(batch.num_rows for batch in self._ipc_batches(None))
-        if self.format in ("jsonl", "json") and not any(f.name.lower().endswith(_COMPRESSION) for f in self.files):
-            # JSON Lines: one object per non-blank line; counting lines is several times faster than parsing
-            return sum(_count_lines(f) for f in self.files)
-        return _wrap(self._dataset.count_rows)
+        return count_rows(self._reader, self.files, self.schema)
 
     def batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-        if self._dataset is None:
-            yield from self._ipc_batches(columns)
-            return
-        if self.format in ("jsonl", "json"):
-            yield from self._json_lines_batches(columns)
-            return
-        # fragment by fragment, in file order: a row's position (its default id) never depends on threads
-        for fragment in self._dataset.get_fragments():
-            iterator = fragment.to_batches(schema=self.schema, columns=columns, batch_size=BATCH_ROWS)
-            yield from _wrap_iter(iterator)
-
-    def _json_lines_batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-        """JSON Lines, a few megabytes at a time: pyarrow's own JSON readers (dataset fragments, ``open_json``)
-        read the whole file ahead of a slow consumer, which holds memory in proportion to the input's size.
-        Every chunk is parsed with the dataset's schema (inferred from the first file), as the dataset would."""
-        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
-        parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-        for path in self.files:
-            try:
-                with pa.input_stream(str(path), compression="detect") as stream:
-                    for chunk in _line_chunks(stream, JSON_CHUNK_BYTES):
-                        read = pajson.ReadOptions(use_threads=False, block_size=max(len(chunk), 1 << 20))
-                        table = pajson.read_json(pa.BufferReader(chunk), read_options=read, parse_options=parse)
-                        del chunk
-                        yield from table.to_batches(max_chunksize=BATCH_ROWS)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise DatasetError(f"cannot read the input dataset: {str(path)!r}: {exc}") from exc
-
-    def _ipc_batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-        for path in self.files:
-            try:
-                with pa.memory_map(str(path)) as source:
-                    reader: Any = _ipc_open(source)
-                    for batch in _ipc_iter(reader):
-                        if columns is not None:
-                            batch = batch.select(columns)
-                        yield from _split(batch)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise DatasetError(f"cannot read {str(path)!r} as Arrow: {exc}") from exc
+        return read_batches(self._reader, self.files, self.schema, columns)
 
 
 class DatasetsSource(Source):
@@ -143,100 +91,6 @@ class DatasetsSource(Source):
         ds = self._ds.select_columns(columns) if columns is not None else self._ds
         for table in ds.with_format("arrow").iter(batch_size=BATCH_ROWS):
             yield from table.to_batches()
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if not line.isspace())
-    except OSError as exc:
-        raise DatasetError(f"cannot read the input dataset: {exc}") from exc
-
-
-def _line_chunks(stream: Any, size: int) -> Iterator[bytes]:
-    """The stream's bytes in chunks of about ``size`` that end at a line end (a longer line makes a longer
-    chunk); blank chunks are left out."""
-    rest = b""
-    while True:
-        block = stream.read(size)
-        if not block:
-            break
-        data = rest + block if rest else block
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            rest = data
-            continue
-        rest = data[cut + 1 :]
-        if not data[: cut + 1].isspace():
-            yield data[: cut + 1]
-    if rest and not rest.isspace():
-        yield rest
-
-
-def _split(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    for start in range(0, batch.num_rows, BATCH_ROWS):
-        yield batch.slice(start, BATCH_ROWS)
-
-
-def _ipc_open(source: Any) -> Any:
-    try:
-        return ipc.open_file(source)
-    except pa.ArrowInvalid:
-        source.seek(0)
-        return ipc.open_stream(source)
-
-
-def _ipc_iter(reader: Any) -> Iterator[pa.RecordBatch]:
-    if isinstance(reader, ipc.RecordBatchFileReader):
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
-    else:
-        yield from reader
-
-
-def _ipc_schema(path: Path) -> pa.Schema:
-    try:
-        with pa.memory_map(str(path)) as source:
-            return _ipc_open(source).schema
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DatasetError(f"dataset.path: cannot read {str(path)!r} as Arrow: {exc}") from exc
-
-
-def _pa_dataset(files: list[Path], fmt: str) -> pads.Dataset:
-    if fmt == "json":
-        for path in files:
-            _refuse_json_array(path)
-    file_format: Any = {"jsonl": pads.JsonFileFormat(), "json": pads.JsonFileFormat()}.get(fmt, fmt)
-    try:
-        return pads.dataset([str(f) for f in files], format=file_format)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DatasetError(f"dataset.path: cannot read the input as {fmt}: {exc}") from exc
-
-
-def _refuse_json_array(path: Path) -> None:
-    if path.name.lower().endswith(_COMPRESSION):
-        return
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith(b"["):
-        raise DatasetError(
-            f"dataset.path: {str(path)!r} holds one JSON array; tgbatch streams JSON Lines (one object per "
-            f"line). Convert it, e.g. `jq -c '.[]' {path.name} > {path.stem}.jsonl`"
-        )
-
-
-def _wrap(fn: Any) -> Any:
-    try:
-        return fn()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DatasetError(f"cannot read the input dataset: {exc}") from exc
-
-
-def _wrap_iter(iterator: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    try:
-        yield from iterator
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DatasetError(f"cannot read the input dataset: {exc}") from exc
 
 
 # -- opening --------------------------------------------------------------------------------------------------
