@@ -5,8 +5,7 @@ request parameter, client-side validation with TGI's own rules and messages, and
 exceptions (``tgbatch.errors``).
 """
 
-from tgbatch.backends.tgi._async import AsyncClient, InferenceAPIAsyncClient
-from tgbatch.backends.tgi._sync import Client, InferenceAPIClient
+from tgbatch.backends.tgi.client import AsyncClient, Client, InferenceAPIAsyncClient, InferenceAPIClient
 from tgbatch.backends.tgi.models import (
     BestOfSequence,
     Details,
@@ -40,7 +39,7 @@ from tgbatch.errors import (
     UnknownError,
     ValidationError,
 )
-from tgbatch.http.transport import DEFAULT_LIMITS, DEFAULT_TIMEOUT
+from tgbatch.http import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -9,8 +9,8 @@ import os
 import anyio
 
 from tgbatch.backends import Backend
-from tgbatch.backends.tgi._async import AsyncClient
 from tgbatch.backends.tgi.backend import TGIBackend
+from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.backends.tgi.rules import Parameters
 from tgbatch.errors import SpecError, TGBatchError
 from tgbatch.job.spec import EndpointSpec, JobSpec, redact_url

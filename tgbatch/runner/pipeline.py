@@ -18,7 +18,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tgbatch.backends import Backend
-from tgbatch.backends.tgi._async import AsyncClient
+from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.errors import EndpointError, JobError, TemplateError
 from tgbatch.input.rows import RowBatch, iter_rows
 from tgbatch.metrics.live import LiveStats

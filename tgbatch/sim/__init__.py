@@ -5,6 +5,8 @@ word-level model, a continuous-batching latency model and reproducible fault inj
 - ``app_from_sim_url("sim://?decode_ms_per_token=2")``: the app for a ``sim://`` URL (query keys are
   ``SimConfig`` fields; a bad one raises ``tgbatch.errors.SpecError``).
 - ``serve(config, host, port)``: run it with uvicorn (what ``tgbatch serve`` does).
+- ``tgbatch.sim.transport.make_transport``: the in-process ``sim://`` transport, which ``tgbatch.http``'s scheme
+  table names, so that the client library imports the simulator only when a ``sim://`` URL is opened.
 
 Names are imported on first use: ``tgbatch serve --help`` needs ``SimConfig`` but not Starlette or uvicorn.
 """

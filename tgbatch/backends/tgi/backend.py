@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tgbatch.backends.tgi._async import AsyncClient
+from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.backends.tgi.models import Response
 from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_parameters
 from tgbatch.types import Capacity, GenerationRequest, GenerationResult

@@ -1,6 +1,6 @@
 """The client's side of TGI's wire protocol, with no I/O: building requests, parsing answers, mapping errors.
 
-The sync and async clients are thin shells around these functions, so both behave identically.
+The clients (``client.py``) are thin shells around these functions and ``tgbatch.http``'s transport.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal, TypedDict
 
 import pydantic
 
-from tgbatch import __version__
+from tgbatch._version import __version__
 from tgbatch.backends.tgi.models import Grammar, Info, Response, StreamResponse
 from tgbatch.backends.tgi.rules import Limits, Parameters, check_wire, validate_request
 from tgbatch.errors import (
@@ -23,6 +23,7 @@ from tgbatch.errors import (
     BadRequestError,
     GenerationError,
     IncompleteGenerationError,
+    IncompleteStreamError,
     ModelLoadingError,
     NotFoundError,
     OverloadedError,
@@ -200,6 +201,53 @@ def parse_health(status: int, headers: Mapping[str, str], content: bytes) -> boo
     if isinstance(error, ServiceUnavailableError):
         return False
     raise error
+
+
+def is_event_stream(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream"
+
+
+def not_an_event_stream(status: int, headers: Mapping[str, str], content: bytes) -> ProtocolError:
+    kind = headers.get("content-type", "no content type")
+    return ProtocolError(
+        f"Asked for a token stream but the server answered {status} with {kind}: {_excerpt(content)}",
+        status_code=status,
+        body=_text(content),
+    )
+
+
+class StreamState:
+    """Reads a stream's SSE events until the final one; knows when a stream ended too early."""
+
+    def __init__(self) -> None:
+        self.finished = False
+
+    def feed(self, data: str, event: str = "message") -> StreamResponse | None:
+        if event == "error":
+            raise stream_error(data)
+        token = parse_stream_event(data)
+        # the final event carries generated_text; OpenAI-style routes send [DONE] (None) after it
+        if token is None or token.generated_text is not None:
+            self.finished = True
+        return token
+
+    def finish(self) -> None:
+        if not self.finished:
+            raise IncompleteStreamError(
+                "The stream ended before its final event (no event carried generated_text)", status_code=200
+            )
+
+
+def stream_error(data: str) -> TGIError:
+    """An ``event: error`` frame (TGI sends its errors as plain ``data`` events, which ``parse_stream_event``
+    maps; a proxy or router may name the event): mapped like TGI's error object, else a retryable failure."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and "error" in payload:
+        return error_from_payload(payload, status_code=None)
+    return UnknownError(data or "The server sent an error event", status_code=None, retryable=True, body=data)
 
 
 def parse_stream_event(data: str) -> StreamResponse | None:
