@@ -5,6 +5,7 @@ from __future__ import annotations
 from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.backends.tgi.models import Response
 from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_parameters
+from tgbatch.backends.tgi.wire import GenerateEncoder
 from tgbatch.types import Capacity, GenerationRequest, GenerationResult
 
 
@@ -18,16 +19,15 @@ class TGIBackend:
         self.url = url
         self.parameters = parameters if parameters.details else parameters.model_copy(update={"details": True})
         self.keep_details = keep_details
+        self._encoder = GenerateEncoder(self.parameters, compat=client.compat)
 
     async def request(self, request: GenerationRequest) -> GenerationResult:
-        params = self.parameters
-        if request.params:
-            params = params.model_copy(update=dict(request.params))
-        if request.seed is not None:
-            params = params.model_copy(update={"seed": request.seed})
         if request.prompt is None:
             raise TypeError("TGI's /generate takes a prompt, not chat messages")
-        return self._result(await self.client.generate(request.prompt, parameters=params))
+        if request.params:  # this request's own parameters: validated as any client call
+            params = self.parameters.model_copy(update={**request.params, "seed": request.seed})
+            return self._result(await self.client.generate(request.prompt, parameters=params))
+        return self._result(await self.client.send_generate(self._encoder.encode(request.prompt, request.seed)))
 
     def _result(self, response: Response) -> GenerationResult:
         details = response.details

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from tgbatch.backends.tgi.errors import error_from_response
 from tgbatch.backends.tgi.models import Info, Response, StreamResponse
 from tgbatch.backends.tgi.rules import Limits, Parameters
 from tgbatch.backends.tgi.wire import (
@@ -23,7 +24,6 @@ from tgbatch.backends.tgi.wire import (
     StreamState,
     build_headers,
     build_parameters,
-    error_from_response,
     is_event_stream,
     not_an_event_stream,
     parse_health,
@@ -130,7 +130,15 @@ class AsyncClient:
     ) -> Response:
         """Generate text for ``prompt``. Keyword parameters are TGI's (see ``GenerateOptions``); a prepared
         ``parameters`` object may be given instead. Invalid parameters raise ``ValidationError`` unsent."""
-        request = self._config.prepare(prompt, parameters, options, stream=False)
+        return await self.send_generate(self._config.prepare(prompt, parameters, options, stream=False))
+
+    @property
+    def compat(self) -> bool:
+        """Whether requests go to the root route (the HF Inference API's) rather than ``/generate``."""
+        return self._config.compat
+
+    async def send_generate(self, request: PreparedRequest) -> Response:
+        """Send a request ``prepare_generate`` or a ``GenerateEncoder`` made (a batch job's hot path)."""
         answer = await self._transport.request(
             "POST", request.path, content=request.content, headers=self._config.headers
         )

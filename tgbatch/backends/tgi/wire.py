@@ -5,30 +5,20 @@ The clients (``client.py``) are thin shells around these functions and ``tgbatch
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 import pydantic
 
 from tgbatch._version import __version__
+from tgbatch.backends.tgi.errors import body_text, error_from_payload, error_from_response, excerpt
 from tgbatch.backends.tgi.models import Grammar, Info, Response, StreamResponse
-from tgbatch.backends.tgi.rules import Limits, Parameters, check_wire, validate_request
+from tgbatch.backends.tgi.rules import PREFIX, Limits, Parameters, check_wire, validate_request
 from tgbatch.errors import (
-    AuthenticationError,
-    BadRequestError,
-    GenerationError,
-    IncompleteGenerationError,
     IncompleteStreamError,
-    ModelLoadingError,
-    NotFoundError,
-    OverloadedError,
     ProtocolError,
-    RateLimitError,
     ServiceUnavailableError,
     TGIError,
     UnknownError,
@@ -127,6 +117,27 @@ def prepare_generate(
     return PreparedRequest(path=path, content=json.dumps(body).encode(), stream=stream)
 
 
+class GenerateEncoder:
+    """Encodes many ``/generate`` requests that share their parameters and differ only in prompt and seed
+    (a batch job's rows). The parameters are checked once, here, with every rule that does not depend on the
+    prompt; a row then costs one emptiness check and one ``json.dumps``, not a validation of every field."""
+
+    def __init__(self, params: Parameters, *, compat: bool, limits: Limits | None = None) -> None:
+        prepare_generate("x", params, stream=False, compat=compat, limits=limits, validate=True)
+        self._params = params.to_wire()
+        self._compat = compat
+        self._path = "" if compat else "/generate"
+
+    def encode(self, prompt: str, seed: int | None) -> PreparedRequest:
+        if not prompt:
+            raise ValidationError(PREFIX + "`inputs` cannot be empty")
+        params = self._params if seed is None else {**self._params, "seed": seed}
+        body: dict[str, Any] = {"inputs": prompt, "parameters": params}
+        if self._compat:
+            body["stream"] = False
+        return PreparedRequest(path=self._path, content=json.dumps(body).encode(), stream=False)
+
+
 def build_headers(
     headers: Mapping[str, str] | None,
     *,
@@ -159,14 +170,14 @@ def parse_response(status: int, headers: Mapping[str, str], content: bytes) -> R
         payload = json.loads(content)
     except (ValueError, pydantic.ValidationError) as exc:
         raise ProtocolError(
-            f"The server answered {status} with a body that is not a generate response: {_excerpt(content)}",
+            f"The server answered {status} with a body that is not a generate response: {excerpt(content)}",
             status_code=status,
-            body=_text(content),
+            body=body_text(content),
         ) from exc
     if isinstance(payload, list):
         # the compat route (and the HF Inference API) wraps the response in a list
         if not payload:
-            raise ProtocolError("The server answered with an empty list", status_code=status, body=_text(content))
+            raise ProtocolError("The server answered with an empty list", status_code=status, body=body_text(content))
         payload = payload[0]
     if isinstance(payload, dict) and "error" in payload:
         raise error_from_payload(payload, status_code=status)
@@ -174,9 +185,9 @@ def parse_response(status: int, headers: Mapping[str, str], content: bytes) -> R
         return Response.model_validate(payload)
     except pydantic.ValidationError as exc:
         raise ProtocolError(
-            f"The server's answer is not a generate response: {_excerpt(content)}",
+            f"The server's answer is not a generate response: {excerpt(content)}",
             status_code=status,
-            body=_text(content),
+            body=body_text(content),
         ) from exc
 
 
@@ -187,9 +198,9 @@ def parse_info(status: int, headers: Mapping[str, str], content: bytes) -> Info:
         return Info.model_validate_json(content)
     except pydantic.ValidationError as exc:
         raise ProtocolError(
-            f"/info answered with something that is not TGI's info: {_excerpt(content)}",
+            f"/info answered with something that is not TGI's info: {excerpt(content)}",
             status_code=status,
-            body=_text(content),
+            body=body_text(content),
         ) from exc
 
 
@@ -210,9 +221,9 @@ def is_event_stream(headers: Mapping[str, str]) -> bool:
 def not_an_event_stream(status: int, headers: Mapping[str, str], content: bytes) -> ProtocolError:
     kind = headers.get("content-type", "no content type")
     return ProtocolError(
-        f"Asked for a token stream but the server answered {status} with {kind}: {_excerpt(content)}",
+        f"Asked for a token stream but the server answered {status} with {kind}: {excerpt(content)}",
         status_code=status,
-        body=_text(content),
+        body=body_text(content),
     )
 
 
@@ -265,143 +276,3 @@ def parse_stream_event(data: str) -> StreamResponse | None:
         return StreamResponse.model_validate(payload)
     except pydantic.ValidationError as exc:
         raise ProtocolError(f"A stream event is not a token event: {data[:200]!r}", status_code=200, body=data) from exc
-
-
-# -- errors --------------------------------------------------------------------------------------------------
-
-_BY_ERROR_TYPE: dict[str, type[TGIError]] = {
-    error_type: cls
-    for cls in (ValidationError, GenerationError, OverloadedError, IncompleteGenerationError, ServiceUnavailableError)
-    for error_type in cls.error_types
-}
-# the status the non-streaming route gives each error_type: what an in-stream error would have been
-_STATUS_OF_TYPE = {
-    "validation": 422,
-    "generation": 424,
-    "overloaded": 429,
-    "incomplete_generation": 500,
-    "incomplete_generation_stream": 500,
-    "healthcheck": 503,
-}
-
-_HINTS = {
-    401: "the server wants a valid token: pass token= (the CLI reads it from the environment, HF_TOKEN)",
-    403: "the token is not allowed to use this endpoint",
-    404: "check the URL (a TGI base URL, without /generate) or the model id",
-    413: "the request body is larger than the server's payload limit",
-    415: "the server expected Content-Type: application/json",
-}
-
-
-def error_from_response(status: int, headers: Mapping[str, str], content: bytes) -> TGIError:
-    """Map a non-2xx answer to the error tree: by ``error_type`` first, then by status. Bodies may be JSON,
-    text/plain (axum's rejections), HTML from a proxy, or empty."""
-    payload: Any = None
-    if content:
-        try:
-            payload = json.loads(content)
-        except ValueError:
-            payload = None
-    retry_after = _retry_after(headers)
-    if isinstance(payload, dict) and ("error" in payload or "error_type" in payload):
-        return error_from_payload(payload, status_code=status, retry_after=retry_after, body=_text(content))
-    message = _text(content).strip() or _reason(status)
-    if status in _HINTS:
-        message = f"{message} ({_HINTS[status]})"
-    return _error_by_status(status, message, retry_after=retry_after, body=_text(content))
-
-
-def error_from_payload(
-    payload: Mapping[str, Any],
-    *,
-    status_code: int | None,
-    retry_after: float | None = None,
-    body: str | None = None,
-) -> TGIError:
-    """Map a TGI ``{"error": ..., "error_type": ...}`` (or HF API ``{"error", "estimated_time"}``) object."""
-    raw = payload.get("error")
-    message = raw if isinstance(raw, str) else json.dumps(raw)
-    error_type = payload.get("error_type")
-    error_type = error_type if isinstance(error_type, str) else None
-    estimated = payload.get("estimated_time")
-    if isinstance(estimated, int | float) and not isinstance(estimated, bool) and math.isfinite(estimated):
-        retry_after = float(estimated) if retry_after is None else retry_after
-    if body is None:
-        body = json.dumps(payload)
-    cls = _BY_ERROR_TYPE.get(error_type or "")
-    if cls is not None:
-        status = status_code if status_code is not None else _STATUS_OF_TYPE.get(error_type or "")
-        return cls(message, status_code=status, error_type=error_type, retry_after=retry_after, body=body)
-    if status_code is None:
-        # an in-stream error of a type this client does not know: the stream failed server-side
-        return UnknownError(message, status_code=None, error_type=error_type, retryable=True, body=body)
-    if status_code == 503 and isinstance(estimated, int | float):
-        return ModelLoadingError(message, status_code=503, error_type=error_type, retry_after=retry_after, body=body)
-    return _error_by_status(status_code, message, retry_after=retry_after, body=body, error_type=error_type)
-
-
-def _error_by_status(
-    status: int,
-    message: str,
-    *,
-    retry_after: float | None,
-    body: str | None,
-    error_type: str | None = None,
-) -> TGIError:
-    kwargs: dict[str, Any] = {"status_code": status, "retry_after": retry_after, "body": body}
-    if status in (401, 403):
-        return AuthenticationError(message, error_type=error_type, **kwargs)
-    if status == 404:
-        return NotFoundError(message, error_type=error_type, **kwargs)
-    if status == 422:
-        # TGI's template/tool errors and axum's text/plain type errors: the request is wrong either way
-        return ValidationError(message, error_type=error_type, **kwargs)
-    if status == 424:
-        return GenerationError(message, error_type=error_type, **kwargs)
-    if status == 429:
-        return RateLimitError(message, error_type=error_type, **kwargs)
-    if status in (502, 503, 504):
-        return ServiceUnavailableError(message, error_type=error_type, **kwargs)
-    if status in (400, 405, 411, 413, 414, 415, 431):
-        return BadRequestError(message, error_type=error_type, **kwargs)
-    retryable = status >= 500 or status == 408
-    return UnknownError(message, error_type=error_type, retryable=retryable, **kwargs)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return f"HTTP {status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"HTTP {status}"
-
-
-def _text(content: bytes) -> str:
-    return content.decode("utf-8", errors="replace")
-
-
-def _excerpt(content: bytes) -> str:
-    text = _text(content)
-    return repr(text[:200] + ("..." if len(text) > 200 else ""))
-
-
-RouteStyle = Literal["tgi", "compat"]
