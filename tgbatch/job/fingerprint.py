@@ -37,7 +37,7 @@ class Fingerprint:
         cls,
         *,
         dataset: dict[str, Any],
-        template: str,
+        template: str | list[str],
         parameters: dict[str, Any],
         seed: dict[str, Any],
         samples: int,

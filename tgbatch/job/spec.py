@@ -156,6 +156,11 @@ class JobSpec(_Strict):
     dataset: DatasetSpec
     template: str | None = Field(None, description="Jinja2 template over the row's columns (strict).")
     template_file: str | None = Field(None, description="A file holding the template, instead of `template`.")
+    template_nulls: Literal["error", "empty"] = Field(
+        "error",
+        description="A null (or absent) value printed by the template: error (the row goes to errors/, naming "
+        "the column) or empty (printed as nothing). A template can also handle it: {{ x or '' }}.",
+    )
     parameters: Parameters = Field(default_factory=Parameters, description="TGI generate parameters.")
     seed: SeedSpec = Field(default_factory=SeedSpec)
     samples: int = Field(1, ge=1, le=10_000, description="Generations per prompt.")

@@ -1,4 +1,5 @@
-"""The prompt template: Jinja2 over a row's columns, strict about undefined names.
+"""The prompt template: Jinja2 over a row's columns, strict about undefined names and about printing a null
+(which Python would print as ``None``) unless the job says ``template_nulls: empty``.
 
 In the template, each column is a variable (``{{ question }}``), ``row`` is the whole row as a mapping (for
 column names that are not identifiers: ``{{ row["my-col"] }}``) and ``row_id`` is the row's id. A single
@@ -7,7 +8,7 @@ trailing newline is dropped (YAML ``|`` blocks end with one).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 from jinja2 import meta
@@ -16,15 +17,32 @@ from jinja2.sandbox import SandboxedEnvironment
 from tgbatch.errors import BadTemplateError, TemplateError
 
 BUILTIN_NAMES = frozenset({"row", "row_id"})
+NullPolicy = Literal["error", "empty"]
+
+
+class _NullPrinted(Exception):
+    """A ``{{ expression }}`` evaluated to null: strict templates refuse to print it."""
+
+
+def _no_null(value: Any) -> Any:
+    if value is None:
+        raise _NullPrinted()
+    return value
+
+
+def _null_as_empty(value: Any) -> Any:
+    return "" if value is None else value
 
 
 class PromptTemplate:
     """A compiled template. Compile errors and unknown columns are ``BadTemplateError`` (a ``SpecError``); a row
     that cannot be rendered is a ``TemplateError`` (a ``RowError``: recorded, the job goes on)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, nulls: NullPolicy = "error") -> None:
         self.text = text
-        env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        self.nulls = nulls
+        finalize = _null_as_empty if nulls == "empty" else _no_null
+        env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, finalize=finalize)
         try:
             ast = env.parse(text)
             self._template = env.from_string(ast)
@@ -55,5 +73,11 @@ class PromptTemplate:
         context = {"row": row, "row_id": row_id, **row}
         try:
             return self._template.render(context)
+        except _NullPrinted:
+            nulls = sorted(name for name in self.columns_used() if row.get(name) is None) or ["a value"]
+            raise TemplateError(
+                f"template: row {row_id!r} would print null for {', '.join(nulls)} (Python would write 'None'): "
+                "handle it in the template ({{ x or '' }}, {% if x %}...{% endif %}) or set template_nulls: empty"
+            ) from None
         except Exception as exc:  # jinja2 surfaces the template's own errors as any exception type
             raise TemplateError(f"template: cannot render row {row_id!r}: {type(exc).__name__}: {exc}") from exc

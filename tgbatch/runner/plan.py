@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from tgbatch.errors import SpecError
+from tgbatch.errors import BadTemplateError, SpecError, TemplateError
 from tgbatch.input.rows import iter_rows
 from tgbatch.input.sources import Source, open_source
 from tgbatch.job.fingerprint import Fingerprint
@@ -41,7 +41,7 @@ def prepare(job: LoadedJob, *, preview_rows: int = PREVIEW_ROWS) -> Prepared:
     """Open the dataset, compile and check the template against its columns, render the first rows and compute
     the fingerprint. Raises ``SpecError``/``TemplateError``/``DatasetError`` naming what is wrong."""
     spec = job.spec
-    template = PromptTemplate(job.template_text)
+    template = PromptTemplate(job.template_text, nulls=spec.template_nulls)
     source = open_source(job)
     names = list(source.schema.names)
     if spec.dataset.id_column is not None and spec.dataset.id_column not in names:
@@ -61,11 +61,15 @@ def prepare(job: LoadedJob, *, preview_rows: int = PREVIEW_ROWS) -> Prepared:
     preview = []
     for batch in iter_rows(source, columns=read_columns, id_column=spec.dataset.id_column, limit=preview_rows):
         for row_id, row in zip(batch.row_ids, batch.rows, strict=True):
-            preview.append((row_id, template.render(row, row_id)))
+            try:
+                preview.append((row_id, template.render(row, row_id)))
+            except TemplateError as exc:  # failing on the very first rows: the template, not the data, is wrong
+                raise BadTemplateError(str(exc)) from exc
     policy = spec.seed_policy
     fingerprint = Fingerprint.of(
         dataset={**source.identity, "id_column": spec.dataset.id_column, "columns": carried},
-        template=job.template_text,
+        # the null policy changes prompts only where a value is null; a default policy leaves the digest as it was
+        template=job.template_text if spec.template_nulls == "error" else [job.template_text, spec.template_nulls],
         parameters={k: v for k, v in spec.parameters.to_wire().items() if k != "details"},
         seed={"policy": policy, "value": spec.seed.value if policy in ("fixed", "per_row") else None},
         samples=spec.samples,
