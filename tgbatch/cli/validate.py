@@ -34,6 +34,7 @@ def validate_command(
     # the machinery is imported here, when the command runs: `tgbatch --help` must start in a blink
     import anyio
 
+    from tgbatch.input.rows import check_ids
     from tgbatch.job.load import load_job
     from tgbatch.runner import prepare
 
@@ -43,6 +44,7 @@ def validate_command(
     with exit_codes():
         loaded = load_job(job, overrides)
         prepared = prepare(loaded, preview_rows=rows)
+        check_ids(prepared.source, loaded.spec.dataset.id_column, loaded.spec.dataset.limit)
         output_state = _output_state(prepared)
         info_lines = anyio.run(_check_endpoint, prepared)
     spec = loaded.spec

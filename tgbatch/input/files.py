@@ -66,7 +66,13 @@ class ParquetReader:
 
 
 class CsvReader:
-    """CSV, streamed a block at a time; column types are inferred from the first file's first block."""
+    """CSV, streamed a block at a time. Every value keeps its text as written (an id ``0001`` or an answer
+    ``007`` is not a number), unless ``infer_types``: then types are inferred from the first file's first
+    block, except for ``text_columns`` (the id column), which stay text."""
+
+    def __init__(self, *, infer_types: bool = False, text_columns: tuple[str, ...] = ()) -> None:
+        self.infer_types = infer_types
+        self.text_columns = text_columns
 
     def _open(self, path: Path, convert: Any = None) -> Any:
         import pyarrow.csv as pacsv
@@ -74,7 +80,13 @@ class CsvReader:
         return pacsv.open_csv(path, convert_options=convert)
 
     def schema(self, path: Path) -> pa.Schema:
-        return self._open(path).schema
+        inferred = self._open(path).schema
+        return pa.schema(
+            [
+                f if self.infer_types and f.name not in self.text_columns else f.with_type(pa.string())
+                for f in inferred
+            ]
+        )
 
     def batches(self, path: Path, schema: pa.Schema, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         import pyarrow.csv as pacsv
@@ -146,7 +158,6 @@ class ArrowReader:
 
 READERS: dict[str, FormatReader] = {
     "parquet": ParquetReader(),
-    "csv": CsvReader(),
     "jsonl": JsonLinesReader(),
     "json": JsonLinesReader(),
     "arrow": ArrowReader(),

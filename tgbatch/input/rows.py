@@ -62,16 +62,18 @@ def iter_rows(
     limit: int | None = None,
     shard: tuple[int, int] = (0, 1),
     todo: Callable[[np.ndarray], np.ndarray] | None = None,
+    check_unique: bool = True,
 ) -> Iterator[RowBatch]:
     """Yield the rows of ``source`` (first ``limit`` only) that fall in ``shard``, batch by batch.
 
     ``columns`` are the columns to read (``None``: all). ``todo``, given the row keys of a batch, returns the
     mask of the rows still to do (e.g. ``Checkpoint.any_pending``); the others are left out before their
     values are converted, and a batch with nothing to do is yielded empty (its ``selected`` still counts
-    them). Raises ``DatasetError`` on a null or repeated id (every row is checked, done or not).
+    them). Raises ``DatasetError`` on a null id, and on a repeated one unless ``check_unique`` is off (every
+    row is checked, done or not; ``check_ids`` does it ahead of a run).
     """
     position = 0
-    seen = KeySet() if id_column is not None else None
+    seen = KeySet() if id_column is not None and check_unique else None
     sharded = shard[1] > 1
     for batch in source.batches(columns):
         if limit is not None and position >= limit:
@@ -146,3 +148,12 @@ def _repeated(id_column: str, row_id: str) -> None:
     )
 
 
+
+
+def check_ids(source: Source, id_column: str | None, limit: int | None = None) -> int:
+    """Read only the id column of the first ``limit`` rows and raise ``DatasetError`` on a null or repeated id,
+    before anything is sent (a repeat at the end of a large file would otherwise stop the job hours in).
+    Returns the number of rows read."""
+    if id_column is None:
+        return 0
+    return sum(batch.selected for batch in iter_rows(source, columns=[id_column], id_column=id_column, limit=limit))

@@ -17,8 +17,17 @@ from typing import Any
 import pyarrow as pa
 
 from tgbatch.errors import DatasetError, SpecError
-from tgbatch.input.files import BATCH_ROWS, COMPRESSION, READERS, count_rows, read_batches, read_schema
-from tgbatch.job.spec import LoadedJob
+from tgbatch.input.files import (
+    BATCH_ROWS,
+    COMPRESSION,
+    READERS,
+    CsvReader,
+    FormatReader,
+    count_rows,
+    read_batches,
+    read_schema,
+)
+from tgbatch.job.spec import DatasetSpec, LoadedJob
 
 _EXTENSIONS = {
     ".jsonl": "jsonl",
@@ -61,11 +70,11 @@ class FileSource(Source):
 
     kind = "files"
 
-    def __init__(self, files: list[Path], fmt: str, identity: dict[str, Any]) -> None:
+    def __init__(self, files: list[Path], fmt: str, identity: dict[str, Any], reader: FormatReader) -> None:
         self.files = files
         self.format = fmt
         self.identity = identity
-        self._reader = READERS[fmt]
+        self._reader = reader
         self.schema = read_schema(self._reader, files[0], fmt)
 
     def count_rows(self) -> int:
@@ -104,9 +113,9 @@ def open_source(job: LoadedJob) -> Source:
         files = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())
         if not files:
             raise DatasetError(f"dataset.path: the pattern {spec.path!r} matches no file (looked in {str(path)!r})")
-        return _file_source(files, spec.format, {"kind": "files", "path": str(path)})
+        return _file_source(files, spec.format, {"kind": "files", "path": str(path)}, spec)
     if path.is_file():
-        return _file_source([path], spec.format, {"kind": "files", "path": str(path)})
+        return _file_source([path], spec.format, {"kind": "files", "path": str(path)}, spec)
     if path.is_dir():
         if (
             (path / "dataset_info.json").exists()
@@ -119,13 +128,13 @@ def open_source(job: LoadedJob) -> Source:
             files = [p for p in files if format_of(p) == spec.format]
         if not files:
             raise DatasetError(f"dataset.path: the folder {str(path)!r} holds no jsonl/json/csv/parquet/arrow file")
-        return _file_source(files, spec.format, {"kind": "files", "path": str(path)})
+        return _file_source(files, spec.format, {"kind": "files", "path": str(path)}, spec)
     if not spec.path.startswith((".", "/", "~")) and _HUB_ID.match(spec.path) and format_of(Path(spec.path)) is None:
         return _hub_source(spec.path, spec.config, spec.split)
     raise DatasetError(f"dataset.path: no such file or folder: {spec.path!r} (looked for {str(path)!r})")
 
 
-def _file_source(files: list[Path], fmt: str | None, identity: dict[str, Any]) -> FileSource:
+def _file_source(files: list[Path], fmt: str | None, identity: dict[str, Any], spec: DatasetSpec) -> FileSource:
     if fmt is None:
         found = {format_of(f) for f in files}
         if None in found or len(found) != 1:
@@ -137,7 +146,13 @@ def _file_source(files: list[Path], fmt: str | None, identity: dict[str, Any]) -
         fmt = found.pop()
     assert fmt is not None
     identity = {**identity, "format": "jsonl" if fmt == "json" else fmt}
-    return FileSource(files, fmt, identity)
+    if fmt != "csv":
+        return FileSource(files, fmt, identity, READERS[fmt])
+    # how CSV values are typed changes row ids and prompts: it is part of the dataset's identity (an output
+    # folder written when CSV types were always inferred is refused rather than resumed under other ids)
+    identity["csv_values"] = "inferred" if spec.infer_types else "text"
+    text_columns = (spec.id_column,) if spec.id_column else ()
+    return FileSource(files, fmt, identity, CsvReader(infer_types=spec.infer_types, text_columns=text_columns))
 
 
 def _saved_source(path: Path, split: str) -> DatasetsSource:

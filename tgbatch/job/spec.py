@@ -55,6 +55,11 @@ class DatasetSpec(_Strict):
         None, description="Input columns to carry into the output. Default: all ([] carries none)."
     )
     limit: int | None = Field(None, ge=0, description="Use only the first N rows of the input.")
+    infer_types: bool = Field(
+        False,
+        description="CSV: infer column types (numbers, booleans) instead of keeping each value's text as written "
+        "(0001 stays 0001). The id column is always read as text.",
+    )
 
 
 class SeedSpec(_Strict):

@@ -20,7 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from tgbatch.backends import Backend
 from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.errors import EndpointError, JobError, TemplateError
-from tgbatch.input.rows import RowBatch, iter_rows
+from tgbatch.input.rows import RowBatch, check_ids, iter_rows
 from tgbatch.metrics.live import LiveStats
 from tgbatch.output.layout import OutputDir
 from tgbatch.output.progress import ProgressFile
@@ -52,6 +52,7 @@ async def run_job(
     out = OutputDir(prepared.job.output_dir, options.shard)
     limit = options.limit if options.limit is not None else spec.dataset.limit
     with out.locked():
+        await anyio.to_thread.run_sync(check_ids, prepared.source, spec.dataset.id_column, limit)
         await calibrate(pool, spec.endpoint)
         opened = await anyio.to_thread.run_sync(open_output, prepared, out, options, limit)
         run = _Run(prepared, pool, out, opened, options, progress or ProgressSink(), control or RunControl(), limit)
@@ -178,6 +179,7 @@ class _Run:
             shard=self.options.shard,
             # rows every sample of which is already written are dropped before their values are converted
             todo=lambda keys: self.checkpoint.any_pending(keys, samples, retry_failed=retry_failed),
+            check_unique=False,  # check_ids read every id before the run: no second set of keys held meanwhile
         )
         async with send:
             while not self.control.stopping:
