@@ -200,3 +200,20 @@ def test_validate_checks_server_limits(tmp_path: Path, data: Path) -> None:
     result = runner.invoke(app, ["validate", str(path), "--set", "parameters.stop=[a, b]"])
     assert result.exit_code == 2
     assert "stop" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("parameters", "fix"),
+    [
+        ({"temperature": 0}, "for greedy decoding leave temperature out (do_sample: false)"),
+        ({"top_p": 1.0}, "leave top_p out"),
+        ({"top_k": 0}, "leave top_k out"),
+    ],
+)
+def test_refused_parameters_say_the_way_out(tmp_path: Path, parameters: dict[str, Any], fix: str) -> None:
+    from tgbatch.job.load import load_job_data
+
+    data = {"dataset": {"path": "x.jsonl"}, "template": "x", "endpoint": {"url": "sim://"}, "parameters": parameters}
+    with pytest.raises(SpecError) as info:
+        load_job_data(data)
+    assert f"parameters.{next(iter(parameters))}" in str(info.value) and fix in str(info.value)

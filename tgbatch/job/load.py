@@ -139,7 +139,19 @@ def _check_parameters(p: Parameters) -> None:
     except TGIValidationError as exc:
         culprits = _culprits(p, checks)
         named = ", ".join(f"parameters.{name}: {getattr(p, name)!r}" for name in culprits) or "parameters"
-        raise SpecError(f"{named}: {exc.message}") from None
+        fixes = [_FIXES[name] for name in culprits if name in _FIXES]
+        raise SpecError(f"{named}: {exc.message}" + "".join(f"; {fix}" for fix in fixes)) from None
+
+
+#: the way out of TGI's refusals of values that other servers (OpenAI, vLLM) accept as "off" or "greedy"
+_FIXES = {
+    "temperature": "for greedy decoding leave temperature out (do_sample: false); to sample, give a value > 0",
+    "top_p": "leave top_p out to sample from the whole distribution (TGI takes 0 < top_p < 1)",
+    "typical_p": "leave typical_p out to turn typical decoding off (TGI takes 0 < typical_p < 1)",
+    "top_k": "leave top_k out to keep every token (TGI takes top_k > 0)",
+    "repetition_penalty": "leave repetition_penalty out (or 1.0) for no penalty",
+    "max_new_tokens": "give max_new_tokens >= 1, or leave it out for the server's default",
+}
 
 
 def _culprits(p: Parameters, checks: typing.Callable[[Parameters], None]) -> list[str]:
