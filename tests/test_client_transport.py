@@ -5,6 +5,7 @@ the simulator only through the sim:// scheme registry. Against loopback servers 
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import os
 import subprocess
@@ -312,3 +313,18 @@ def _sim_may_import(module: str) -> bool:
     if module.startswith("tgbatch.backends."):
         return module.endswith((".rules", ".models"))  # the protocol's rules, never a client
     return module.startswith(("tgbatch.errors", "tgbatch.types", "tgbatch.http", "tgbatch.sim"))
+
+
+@pytest.mark.anyio
+async def test_credentials_in_the_url_are_basic_auth_and_leave_the_url() -> None:
+    with recording_server() as server:
+        url = server.url.replace("http://", "http://us%40er:p%3Aw@")
+        async with AsyncClient(url, token="ambient") as client:
+            await client.generate("hi", max_new_tokens=2)
+            assert "us%40er" not in client.base_url
+        sync = Client(url)
+        sync.info()
+        sync.close()
+    expected = "Basic " + base64.b64encode(b"us@er:p:w").decode()
+    assert [s.headers["authorization"] for s in server.seen] == [expected, expected]
+    assert all("@" not in s.request_line for s in server.seen)

@@ -52,3 +52,15 @@ def test_validate_takes_output_like_run(tmp_path: Path) -> None:
     assert runner.invoke(app, ["run", str(job), "--output", str(other), "--limit", "5"]).exit_code == 0
     result = runner.invoke(app, ["validate", str(job), "--output", str(other)])
     assert result.exit_code == 0 and "resumes: 5 done" in result.output
+
+
+def test_an_output_path_that_is_a_file_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    for command in ("validate", "run"):
+        result = runner.invoke(app, [command, str(job), "--output", str(target)])
+        assert result.exit_code == 2, result.output
+        assert "is a file, not a folder" in result.output and "Traceback" not in result.output
+    blocked = runner.invoke(app, ["run", str(job), "--output", str(target / "below")])
+    assert blocked.exit_code == 2 and "cannot create" in blocked.output

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tgbatch.errors import ResumeError
+from tgbatch.errors import OutputError, ResumeError
 from tgbatch.output.atomic import fsync_dir, write_atomic
 from tgbatch.output.shards import CommittedFile
 
@@ -50,6 +50,13 @@ class OutputDir:
 
     def exists(self) -> bool:
         return self.root.exists()
+
+    def check_is_folder(self) -> None:
+        """Refuse an output path that is a file (or a folder that cannot be made), naming it and the fix."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ResumeError(
+                f"output.dir: {str(self.root)!r} is a file, not a folder; choose another --output / output.dir"
+            )
 
     def foreign_entries(self) -> list[str]:
         """Entries that tgbatch did not write (a folder holding them is not a tgbatch output folder)."""
@@ -104,7 +111,13 @@ class OutputDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold this shard's lock (released by the kernel even on SIGKILL)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.check_is_folder()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a parent that is a file, no permission, a read-only disk
+            raise OutputError(
+                f"output.dir: cannot create {str(self.root)!r}: {exc.strerror or exc}; choose another --output"
+            ) from exc
         fd = os.open(self.root / f".lock-{self.tag}", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:

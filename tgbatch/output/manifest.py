@@ -53,6 +53,7 @@ def check_resume(out: OutputDir, fingerprint: Fingerprint) -> ResumeCheck:
     """Whether ``out`` may be resumed by the job with ``fingerprint``: raises ``ResumeError`` naming what
     differs and the way out when it holds something else (another job's output, files tgbatch did not write,
     results without a manifest)."""
+    out.check_is_folder()
     foreign = out.foreign_entries()
     if foreign:
         raise ResumeError(

@@ -30,6 +30,7 @@ from tgbatch.backends.tgi.wire import (
     parse_info,
     parse_response,
     prepare_generate,
+    split_credentials,
 )
 from tgbatch.http import BackgroundLoop, Timeout, Transport, aiter_sse, as_timeout, open_transport
 
@@ -72,7 +73,12 @@ class ClientConfig:
         validate: bool = True,
         compat: bool = False,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # credentials in the URL are HTTP basic auth for that server, sent as a header (never in the URL, which
+        # the output and the logs show); they are explicit for this URL, so they win over an ambient token
+        base_url, basic = split_credentials(base_url.rstrip("/"))
+        if basic is not None:
+            token, headers = None, {"Authorization": basic, **(headers or {})}
+        self.base_url = base_url
         self.timeout = as_timeout(timeout)
         self.headers = build_headers(headers, token=token, use_cache=use_cache, wait_for_model=wait_for_model)
         self.stream_headers = {**self.headers, "Accept": "text/event-stream", "Cache-Control": "no-store"}
@@ -213,7 +219,7 @@ class Client:
     ) -> None:
         if transport is None:
             transport = open_transport(
-                base_url.rstrip("/"),
+                split_credentials(base_url.rstrip("/"))[0],  # the AsyncClient sends them as a header
                 timeout=as_timeout(timeout),
                 cookies=cookies,
                 http_client=http_client,

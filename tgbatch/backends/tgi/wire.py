@@ -5,10 +5,12 @@ The clients (``client.py``) are thin shells around these functions and ``tgbatch
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pydantic
 
@@ -136,6 +138,18 @@ class GenerateEncoder:
         if self._compat:
             body["stream"] = False
         return PreparedRequest(path=self._path, content=json.dumps(body).encode(), stream=False)
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``http://user:pw@host/...`` -> (``http://host/...``, the ``Authorization: Basic`` value); a URL without
+    credentials comes back as it is, with ``None``."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), f"Basic {basic}"
 
 
 def build_headers(
