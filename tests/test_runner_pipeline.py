@@ -315,6 +315,8 @@ async def test_retry_after_is_honoured_and_statuses_classified(tmp_path: Path, d
     seen: dict[str, int] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # /info at the start of the run: this server does not describe itself
+            return httpx.Response(404)
         body = json.loads(request.content)
         prompt = body["inputs"]
         seen[prompt] = seen.get(prompt, 0) + 1
@@ -382,6 +384,8 @@ async def test_a_slow_server_still_commits_on_the_interval(tmp_path: Path, data:
             release.set()
 
     async def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # /info at the start of the run: this server does not describe itself
+            return httpx.Response(404)
         prompt = json.loads(request.content)["inputs"]
         if "What is 0 plus" not in prompt:
             await release.wait()  # every other row waits until the first commit happened
@@ -450,3 +454,18 @@ async def test_disk_full_stops_with_a_clear_error_and_resumes(
         resumed = await run_job(prepare(loaded), client)
     assert resumed.complete and resumed.already_done == 40
     assert sorted(_keys(read_rows(loaded.output_dir / "data"))) == [(f"r{i:05d}", 0) for i in range(120)]
+
+
+def test_token_mistakes_are_told_apart(tmp_path: Path, data: Path) -> None:
+    """No token, a misspelt token_env and a wrong token each get their own message, naming the variable."""
+    job = _job(tmp_path, data, endpoint={"url": "sim://?api_key=right-key", "token_env": "MY_TOKN"})
+    out = str(tmp_path / "out")
+    unset = run_cli(str(job), "-o", out, env={"MY_TOKEN": "right-key", "MY_TOKN": None})
+    assert unset.exit_code == 2 and "endpoint.token_env: MY_TOKN is not set" in unset.output, unset.output
+    assert "HF_TOKEN" not in unset.output
+    wrong = run_cli(str(job), "-o", out, env={"MY_TOKN": "wrong-key"})
+    assert wrong.exit_code == 2 and "a token from MY_TOKN was sent and refused" in wrong.output, wrong.output
+    said = runner.invoke(app, ["validate", str(job), "-o", out], env={"MY_TOKN": None})
+    assert "MY_TOKN is not set: no token is sent" in said.output
+    said = runner.invoke(app, ["validate", str(job), "-o", out], env={"MY_TOKN": "x"})
+    assert "token:       from MY_TOKN (set" in said.output and "x\n" not in said.output

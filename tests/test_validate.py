@@ -64,3 +64,33 @@ def test_an_output_path_that_is_a_file_is_refused_without_a_traceback(tmp_path: 
         assert "is a file, not a folder" in result.output and "Traceback" not in result.output
     blocked = runner.invoke(app, ["run", str(job), "--output", str(target / "below")])
     assert blocked.exit_code == 2 and "cannot create" in blocked.output
+
+
+def test_an_endpoint_that_cannot_be_reached_fails_validate_and_run_at_once(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job = _job(tmp_path)
+    down = ["--set", f"endpoint.url=http://127.0.0.1:{port}"]
+    for command in ("validate", "run"):
+        start = time.monotonic()
+        result = runner.invoke(app, [command, str(job), *down])
+        assert result.exit_code == 2, result.output
+        assert f"http://127.0.0.1:{port} cannot be reached" in result.output and "Traceback" not in result.output
+        assert time.monotonic() - start < 10
+    assert not (tmp_path / "out" / "data").exists() or not list((tmp_path / "out" / "data").iterdir())
+    offline = runner.invoke(app, ["validate", str(job), *down, "--offline"])
+    assert offline.exit_code == 0 and "not asked (--offline)" in offline.output
+
+
+def test_run_checks_the_servers_limits_before_sending(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    limits = ["--set", "parameters.stop=[a, b, c, d, e]"]
+    for command in ("validate", "run"):
+        result = runner.invoke(app, [command, str(job), *limits])
+        assert result.exit_code == 2, result.output
+        assert "`stop` supports up to 4 stop sequences. Given: 5" in result.output
+    assert not (tmp_path / "out" / "errors").exists() or not list((tmp_path / "out" / "errors").iterdir())

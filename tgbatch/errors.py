@@ -7,11 +7,13 @@ dispatch logic reads only the flags, never a message and (almost) never a class:
   ``UnknownError`` is retryable for 5xx only);
 - ``overload``: the server is saying "too much right now" (429, 503): the server's state, not the row's, so
   the endpoint pauses for every row and the row's attempts are not used up;
-- ``fatal``: no request to this endpoint can succeed (a refused token, a wrong URL): the job stops.
+- ``fatal``: no request to this endpoint can succeed (a refused token, a wrong URL): the job stops;
+- ``unreachable``: no connection could be made (refused, unknown host, TLS): the server is down (a
+  ``TransportError`` whose instance sets it).
 
 ::
 
-    TGBatchError                         flags: retryable / overload / fatal
+    TGBatchError                         flags: retryable / overload / fatal / unreachable
     ├── ServerError (= TGIError)         status_code, error_type, retry_after, body
     │   ├── ValidationError              422 error_type=validation; also raised client-side before sending
     │   ├── GenerationError              424 error_type=generation                          retryable
@@ -58,6 +60,8 @@ class TGBatchError(Exception):
     overload: ClassVar[bool] = False
     #: no request can succeed: stop the job
     fatal: ClassVar[bool] = False
+    #: no connection could be made (refused, unknown host, TLS): the server is down, not the request wrong
+    unreachable: ClassVar[bool] = False
 
 
 class ServerError(TGBatchError):
@@ -76,6 +80,7 @@ class ServerError(TGBatchError):
         body: str | None = None,
         retryable: bool | None = None,
         overload: bool | None = None,
+        unreachable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -88,6 +93,8 @@ class ServerError(TGBatchError):
             self.retryable = retryable  # type: ignore[misc]
         if overload is not None:
             self.overload = overload  # type: ignore[misc]
+        if unreachable is not None:
+            self.unreachable = unreachable  # type: ignore[misc]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # keyword-only constructor arguments survive pickling (errors cross process pools in benchmarks)

@@ -27,8 +27,8 @@ app = typer.Typer(
 COMMANDS = {
     "run": "Run a job: read the dataset, render each row's prompt, generate, write Parquet shards.",
     "validate": "Check a job: load the spec, read and render the first rows and show them, check the output "
-    "folder as `tgbatch run` would (new, or resumable by this very job), and ask the endpoint's /info (if it "
-    "answers) whether it accepts the parameters. Sends no generate request.",
+    "folder as `tgbatch run` would (new, or resumable by this very job), and ask the endpoint's /info whether "
+    "it accepts the parameters. Sends no generate request.",
     "status": "Show a job's progress: rows done, failed and remaining, generated tokens and run time, per shard.",
     "serve": "Run a TGI-compatible simulated server (no GPU, no weights): TGI's protocol, a deterministic model, "
     "a latency model and fault injection.",

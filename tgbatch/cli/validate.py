@@ -9,7 +9,7 @@ import typer
 
 from tgbatch.cli import app
 from tgbatch.cli._errors import exit_codes
-from tgbatch.errors import SpecError, TGBatchError, ValidationError
+from tgbatch.errors import SpecError, ValidationError
 
 if TYPE_CHECKING:
     from tgbatch.runner import Prepared
@@ -23,13 +23,16 @@ def validate_command(
         list[str] | None, typer.Option("--set", help="Override a spec value: KEY.PATH=VALUE. Repeatable.")
     ] = None,
     rows: Annotated[int, typer.Option("--rows", min=1, max=100, help="How many rendered prompts to show.")] = 3,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Check only the spec, the data and the output folder: no endpoint.")
+    ] = False,
 ) -> None:
     """Check a job: load the spec, read and render the first rows and show them, check the output folder as
-    `tgbatch run` would (new, or resumable by this very job), and ask the endpoint's /info (if it answers)
-    whether it accepts the parameters. Sends no generate request.
+    `tgbatch run` would (new, or resumable by this very job), and ask the endpoint's /info whether it accepts
+    the parameters. Sends no generate request.
 
-    Exit code 0 when the job is valid, 2 otherwise (the message names the field, or what changed since the
-    output folder was written).
+    Exit code 0 when the job is valid, 2 otherwise: the message names the field, what changed since the output
+    folder was written, or the endpoint that cannot be reached (--offline checks without it).
     """
     # the machinery is imported here, when the command runs: `tgbatch --help` must start in a blink
     import anyio
@@ -46,7 +49,7 @@ def validate_command(
         prepared = prepare(loaded, preview_rows=rows)
         check_ids(prepared.source, loaded.spec.dataset.id_column, loaded.spec.dataset.limit)
         output_state = _output_state(prepared)
-        info_lines = anyio.run(_check_endpoint, prepared)
+        info_lines = ["server:      not asked (--offline)"] if offline else anyio.run(_check_endpoint, prepared)
     spec = loaded.spec
     typer.echo(f"job:         {loaded.name}")
     typer.echo(f"dataset:     {prepared.source.identity.get('path')} ({prepared.source.kind})")
@@ -62,6 +65,7 @@ def validate_command(
     typer.echo(
         f"endpoint:    {prepared.job.resolved_dict()['endpoint']['url']} (concurrency {spec.endpoint.concurrency})"
     )
+    typer.echo(f"token:       {_token_state(spec.endpoint.token_env)}")
     typer.echo(f"output:      {loaded.output_dir} ({output_state})")
     typer.echo(f"fingerprint: {prepared.fingerprint.digest}")
     for note in prepared.notes + loaded.warnings:
@@ -72,6 +76,15 @@ def validate_command(
         typer.echo(f"--- row {row_id} ---")
         typer.echo(prompt)
     typer.echo("---\nvalid")
+
+
+def _token_state(token_env: str) -> str:
+    """Which token a run would send (never the token itself)."""
+    import os
+
+    if os.environ.get(token_env):
+        return f"from {token_env} (set; sent as a bearer token)"
+    return f"{token_env} is not set: no token is sent (set endpoint.token_env if the token is in another variable)"
 
 
 def _output_state(prepared: Prepared) -> str:
@@ -101,23 +114,17 @@ async def _check_endpoint(prepared: Prepared) -> list[str]:
 
 
 async def _check_one(prepared: Prepared, url: str) -> str:
-    import anyio
-
     from tgbatch.runner import make_backend, read_token
-    from tgbatch.runner.connect import INFO_TIMEOUT_S
+    from tgbatch.runner.connect import reach
 
     spec = prepared.job.spec
     backend = make_backend(spec, read_token(spec.endpoint), url)
     try:
-        with anyio.fail_after(INFO_TIMEOUT_S):
-            capacity = await backend.capacity()
-    except (TGBatchError, TimeoutError) as exc:
-        return (
-            f"server:      {backend.url}: /info did not answer ({type(exc).__name__}: {exc}); parameters not "
-            "checked against the server's limits"
-        )
+        capacity = await reach(backend)
     finally:
         await backend.aclose()
+    if capacity is None:
+        return f"server:      {backend.url}: answers, but not TGI's /info; parameters not checked against its limits"
     try:
         backend.check_limits(capacity)
     except ValidationError as exc:

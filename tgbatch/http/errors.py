@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 
@@ -25,7 +26,11 @@ def translate(exc: BaseException, *, mid_stream: bool = False) -> ServerError:
     # aiohttp path does not pay for importing it
     httpx = sys.modules.get("httpx")
     if isinstance(exc, TimeoutError) or (httpx is not None and isinstance(exc, httpx.TimeoutException)):
-        return RequestTimeoutError(f"Timed out: {message}")
+        # no connection within the connect timeout: as down as a refused one
+        connect = isinstance(exc, aiohttp.ConnectionTimeoutError) or (
+            httpx is not None and isinstance(exc, httpx.ConnectTimeout)
+        )
+        return RequestTimeoutError(f"Timed out{' connecting' if connect else ''}: {message}", unreachable=connect)
     if isinstance(exc, _BAD_URL) or (httpx is not None and isinstance(exc, httpx.UnsupportedProtocol)):
         # retrying cannot fix the URL
         return TransportError(
@@ -33,7 +38,26 @@ def translate(exc: BaseException, *, mid_stream: bool = False) -> ServerError:
         )
     if mid_stream:
         return IncompleteStreamError(f"The stream was cut: {message}", status_code=200)
+    cause = _connect_failure(exc, httpx)
+    if cause is not None:
+        return TransportError(f"{cause}: {message}", unreachable=True)
     return TransportError(f"No answer from the server: {message}")
+
+
+def _connect_failure(exc: BaseException, httpx: Any) -> str | None:
+    """The reason no connection was made, in words, or ``None`` when a connection was made (and then lost)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "unknown host"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS failed"
+    if isinstance(exc, aiohttp.ClientConnectorError) or (httpx is not None and isinstance(exc, httpx.ConnectError)):
+        chain = [exc, exc.__cause__, exc.__context__, getattr(exc, "os_error", None)]
+        if any(isinstance(e, ConnectionRefusedError) for e in chain):
+            return "connection refused"
+        return "cannot connect"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return None
 
 
 @contextlib.contextmanager

@@ -12,10 +12,12 @@ from tgbatch.backends import Backend
 from tgbatch.backends.tgi.backend import TGIBackend
 from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.backends.tgi.rules import Parameters
-from tgbatch.errors import SpecError, TGBatchError
+from tgbatch.errors import EndpointError, SpecError, TGBatchError, TransportError, ValidationError
 from tgbatch.job.spec import EndpointSpec, JobSpec, redact_url
 from tgbatch.runner.concurrency import AIMDLimit
+from tgbatch.runner.control import first_error
 from tgbatch.runner.dispatch import Endpoint, EndpointPool
+from tgbatch.types import Capacity
 
 log = logging.getLogger("tgbatch.job")
 
@@ -79,25 +81,51 @@ def endpoint_of(spec: EndpointSpec, backend: Backend) -> Endpoint:
     return Endpoint(url=backend.url, client=backend, limit=limit)
 
 
+async def reach(backend: Backend, *, timeout_s: float = INFO_TIMEOUT_S) -> Capacity | None:
+    """Ask the server what it is. Raises ``EndpointError`` naming the URL and the cause when it cannot be
+    reached (refused, unknown host, TLS, no answer in ``timeout_s``); returns ``None`` when it answered but did
+    not describe itself (no ``/info``, or a token wanted: the first request says which)."""
+    try:
+        with anyio.fail_after(timeout_s):
+            return await backend.capacity()
+    except TransportError as exc:
+        if not exc.unreachable:
+            log.info("%s: /info failed (%s)", backend.url, exc)
+            return None
+        raise EndpointError(f"endpoint.url: {backend.url} cannot be reached: {exc.message}") from exc
+    except TimeoutError as exc:
+        raise EndpointError(f"endpoint.url: {backend.url} did not answer within {timeout_s:g} s") from exc
+    except TGBatchError as exc:
+        # it answered: a server without TGI's /info, or one that wants a token; the first request tells which
+        log.info("%s: /info did not answer as TGI's does (%s)", backend.url, exc)
+        return None
+
+
 async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
-    """With ``concurrency: auto``, start each endpoint at the server's ``max_concurrent_requests`` (beyond it
-    TGI answers 429) and never exceed it. A server that does not say keeps the default start and adapts."""
-    if spec.concurrency != "auto":
-        return
+    """Before the first row: every endpoint must be reachable (``EndpointError`` otherwise, within seconds) and
+    accept the job's parameters under its limits (``SpecError`` with the server's message otherwise). With
+    ``concurrency: auto``, each starts at the server's ``max_concurrent_requests`` (beyond it TGI answers 429)
+    and never exceeds it; a server that does not say keeps the default start and adapts."""
 
     async def one(endpoint: Endpoint) -> None:
-        try:
-            with anyio.fail_after(INFO_TIMEOUT_S):
-                capacity = await endpoint.client.capacity()
-        except (TGBatchError, TimeoutError) as exc:
-            log.info("%s: /info did not answer (%s); concurrency starts at %d", endpoint.url, exc, endpoint.limit.limit)
+        capacity = await reach(endpoint.client)
+        if capacity is None:
             return
-        if capacity.max_concurrent_requests:
+        try:
+            endpoint.client.check_limits(capacity)
+        except ValidationError as exc:
+            raise SpecError(
+                f"parameters: the endpoint {endpoint.url} ({capacity.model_id}) would refuse them: {exc.message}"
+            ) from exc
+        if spec.concurrency == "auto" and capacity.max_concurrent_requests:
             cap = max(1, min(spec.max_concurrency, capacity.max_concurrent_requests))
             endpoint.limit.max_limit = cap
             endpoint.limit.limit = cap
         log.info("%s: %s, concurrency starts at %d", endpoint.url, capacity.model_id, endpoint.limit.limit)
 
-    async with anyio.create_task_group() as tg:
-        for endpoint in pool.endpoints:
-            tg.start_soon(one, endpoint)
+    try:
+        async with anyio.create_task_group() as tg:
+            for endpoint in pool.endpoints:
+                tg.start_soon(one, endpoint)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import anyio
 
+from tgbatch.errors import JobError
 from tgbatch.output.shards import CommittedFile
 
 StopKind = Literal["signal", "budget", "fatal"]
@@ -97,3 +98,18 @@ class RunResult:
     def failed_total(self) -> int:
         """Failed rows in this shard's output, this run's and earlier runs'."""
         return self.failed + self.already_failed
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error a task group failed with: a job error when there is one (it says what to do)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((exc for exc in leaves if isinstance(exc, JobError)), leaves[0])

@@ -12,6 +12,7 @@ and returns; the rows not done stay pending for the next run.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import anyio
@@ -26,7 +27,7 @@ from tgbatch.output.layout import OutputDir
 from tgbatch.output.progress import ProgressFile
 from tgbatch.runner.attempt import RowOutcome, RowRequester, Work, unrenderable
 from tgbatch.runner.connect import calibrate, endpoint_of, wrap_client
-from tgbatch.runner.control import RunControl, RunOptions, RunResult
+from tgbatch.runner.control import RunControl, RunOptions, RunResult, first_error
 from tgbatch.runner.dispatch import EndpointPool
 from tgbatch.runner.events import ProgressSink, RunEvents
 from tgbatch.runner.plan import Prepared
@@ -59,7 +60,7 @@ async def run_job(
         try:
             return await run.go()
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            raise first_error(group) from None
         finally:
             run.events.close()
 
@@ -158,7 +159,7 @@ class _Run:
 
     def _result(self) -> RunResult:
         if self.control.fatal is not None:
-            raise _endpoint_error(self.control.fatal) from self.control.fatal
+            raise _endpoint_error(self.control.fatal, self.spec.endpoint.token_env) from self.control.fatal
         result = self.events.tally()
         result.interrupted = self.control.stopping
         result.stop_kind = self.control.kind
@@ -274,29 +275,24 @@ class _Run:
         self.control.request_stop(f"--max-runtime reached ({seconds:g}s)", kind="budget")
 
 
-def _unwrap(group: BaseExceptionGroup) -> BaseException:
-    """The error a task group failed with: a job error when there is one (it says what to do)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return next((exc for exc in leaves if isinstance(exc, JobError)), leaves[0])
-
-
-def _endpoint_error(error: BaseException) -> EndpointError:
+def _endpoint_error(error: BaseException, token_env: str) -> EndpointError:
+    """What the user must fix, for an answer that refuses every request: which token mistake it was."""
     status = getattr(error, "status_code", None)
     message = getattr(error, "message", error)
-    if status in (401, 403):
+    resume = "Nothing was marked failed; fix it and run the same command again to resume"
+    if status in (401, 403) and not os.environ.get(token_env):
         return EndpointError(
-            f"the endpoint refused the token (HTTP {status}): {message}. Check that the token environment "
-            "variable (endpoint.token_env) holds a valid token with access to this endpoint. Nothing was marked "
-            "failed; fix it and run the same command again to resume"
+            f"the endpoint wants a token (HTTP {status}: {message}) and endpoint.token_env: {token_env} is not set: "
+            f"export {token_env}=... (or set endpoint.token_env to the variable that holds it). {resume}"
+        )
+    if status == 401:
+        return EndpointError(
+            f"a token from {token_env} was sent and refused (HTTP 401: {message}): it is wrong or expired. {resume}"
+        )
+    if status == 403:
+        return EndpointError(
+            f"a token from {token_env} was sent and the endpoint refused it access (HTTP 403: {message}): the "
+            f"token lacks permission for this endpoint. {resume}"
         )
     return EndpointError(
         f"the endpoint answered HTTP {status} (not found): {message}. Check endpoint.url. Nothing was marked "

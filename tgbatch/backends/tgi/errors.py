@@ -42,7 +42,7 @@ _STATUS_OF_TYPE = {
 }
 
 _HINTS = {
-    401: "the server wants a valid token: pass token= (the CLI reads it from the environment, HF_TOKEN)",
+    401: "the server wants a valid token: pass token=",
     403: "the token is not allowed to use this endpoint",
     404: "check the URL (a TGI base URL, without /generate) or the model id",
     413: "the request body is larger than the server's payload limit",
