@@ -8,6 +8,7 @@ rows and bytes.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """A temp file next to ``path``, named ``.{name}.{pid}.{token}.tmp``: unique per call and per process.
+
+    Shard processes started together all write the shared ``job.yaml``; with one temp name for all of them,
+    one process's rename took the file another was still writing, and the other's rename then failed. The
+    name still starts with ``.{name}.`` and ends with ``.tmp``, which is how the layout recognises (and
+    discards) temp files."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
 def write_atomic(path: Path, payload: bytes) -> None:
     """Write a small file (manifest, job.yaml) atomically: temp file, fsync, rename, fsync the folder."""
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(payload)
         f.flush()
@@ -98,7 +109,7 @@ def write_atomic(path: Path, payload: bytes) -> None:
 
 def commit_table(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` atomically, with row groups bounded by rows and bytes."""
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = temp_path(path)
     per_row = max(1, table.nbytes // max(1, table.num_rows))
     group = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row))
     pq.write_table(table, tmp, row_group_size=group, compression="zstd")
