@@ -76,6 +76,18 @@ def test_aimd_cuts_once_per_interval() -> None:
     assert limit.limit == 1
 
 
+def test_aimd_halves_on_sustained_overload_within_its_bounds() -> None:
+    limit = AIMDLimit(initial=128, min_limit=4, max_limit=128)
+    limit.on_sustained_overload()
+    assert limit.limit == 64
+    for _ in range(10):
+        limit.on_sustained_overload()
+    assert limit.limit == 4
+    fixed = AIMDLimit(initial=32, min_limit=32, max_limit=32)  # a fixed concurrency stays fixed
+    fixed.on_sustained_overload()
+    assert fixed.limit == 32
+
+
 def test_pick_prefers_fewest_in_flight_and_respects_limits() -> None:
     pool = make_pool(n=2, limit=2)
     a = pool.endpoints[0]
@@ -190,7 +202,7 @@ def test_a_burst_of_429s_before_any_success_does_not_pause_a_mostly_healthy_serv
 def test_a_sustained_overload_share_pauses_the_endpoint() -> None:
     # 80% of the answers over two seconds were 429 (never five in a row): the server is full
     clock = Clock()
-    pool = make_pool(n=1, clock=clock)
+    pool = make_pool(n=1, clock=clock, limit=64)
     (e,) = pool.endpoints
     for i in range(25):
         clock.now += 0.08
@@ -199,6 +211,7 @@ def test_a_sustained_overload_share_pauses_the_endpoint() -> None:
             break
     assert pool.pick() is None
     assert 0.25 * 0.5 <= e.cooldown_until - clock.now <= 0.25 * 1.5
+    assert e.limit.limit <= 64 * 0.9 * 0.5  # (one gentle cut a second, then halved on the verdict)
 
 
 def test_hintless_pauses_double_while_the_overload_goes_on_below_the_cap_then_start_over() -> None:

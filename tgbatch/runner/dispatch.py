@@ -24,6 +24,7 @@ not interleave between awaits, so no lock is needed.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -36,6 +37,8 @@ import anyio
 from tgbatch.client import AsyncClient
 from tgbatch.errors import TGBatchError, TGIError
 from tgbatch.runner.concurrency import AIMDLimit
+
+log = logging.getLogger("tgbatch.dispatch")
 
 #: a pause that reaches the cap ends somewhere in the top quarter below it, drawn per pause (see ``pause_for``)
 CAP_SPREAD = 0.25
@@ -270,6 +273,15 @@ class EndpointPool:
             self._pause(endpoint, now, retry_after, hinted=True)
         elif now >= endpoint.cooldown_until and self._sustained_overload(endpoint, now):
             # (while paused, the answers of requests sent before the pause are no new evidence)
+            endpoint.limit.on_sustained_overload()
+            window = endpoint.answers
+            log.debug(
+                "%s: %d of %d answers overload: limit %d",
+                endpoint.url,
+                window.overloads,
+                window.answers,
+                endpoint.limit.limit,
+            )
             self._pause(endpoint, now, self._backoff(endpoint, now), hinted=False)
             # the next verdict needs answers from after this pause, or every 429 of a recovered server would
             # find the old ones in the window and pause it again
@@ -303,7 +315,9 @@ class EndpointPool:
             # the longest of their draws would win and put every pool back at the top of the range
             endpoint.pause_draw = self._rng.random()
         pause = pause_for(base, self.settings.cooldown_cap_s, endpoint.pause_draw, hinted=hinted)
-        endpoint.cooldown_until = max(endpoint.cooldown_until, now + pause)
+        if now + pause > endpoint.cooldown_until:
+            log.debug("%s: paused %.2f s (%s %.2f s)", endpoint.url, pause, "hint" if hinted else "backoff", base)
+            endpoint.cooldown_until = now + pause
 
     def _others_alive(self, endpoint: Endpoint) -> bool:
         # the last endpoint standing is never ejected: rows wait on its cooldowns and retries instead
