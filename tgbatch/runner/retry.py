@@ -7,8 +7,8 @@ honoured up to ``max_wait_s``; otherwise the wait is jittered exponential backof
 ``attempts`` attempts or when the next wait would pass ``max_elapsed_s``.
 
 Overload answers (429 overloaded or rate-limited, 503 loading or unavailable) are the server's state, not the
-row's: the endpoint pool pauses the endpoint for every row at once (``tgbatch.endpoints``), and such an answer
-does not use up one of the row's ``attempts``; it still counts against ``max_elapsed_s``.
+row's: the endpoint pool pauses the endpoint for every row at once (``tgbatch.runner.dispatch``), and such an
+answer does not use up one of the row's ``attempts``; it still counts against ``max_elapsed_s``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class RetryPolicy:
             return self._rng.uniform(0, min(cap, self.spec.initial_wait_s) / 4)
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, int | float) and hint >= 0:
-            # the server's hint, capped, plus a little jitter so waiting workers do not return in lockstep
+            # the server's hint, capped, THEN a little jitter so waiting workers do not return in lockstep: jitter
+            # before the cap would make every long wait exactly max_wait_s, and every process wake at once
             return min(cap, hint) * (1.0 + 0.1 * self._rng.random())
         base = min(cap, self.spec.initial_wait_s * 2.0 ** min(attempt - 1, 60))
         return base / 2 + self._rng.uniform(0, base / 2)
