@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import anyio
 import httpx
 import pytest
@@ -74,6 +76,18 @@ def test_aimd_cuts_once_per_interval() -> None:
     assert limit.limit == 1
 
 
+def test_aimd_halves_on_sustained_overload_within_its_bounds() -> None:
+    limit = AIMDLimit(initial=128, min_limit=4, max_limit=128)
+    limit.on_sustained_overload()
+    assert limit.limit == 64
+    for _ in range(10):
+        limit.on_sustained_overload()
+    assert limit.limit == 4
+    fixed = AIMDLimit(initial=32, min_limit=32, max_limit=32)  # a fixed concurrency stays fixed
+    fixed.on_sustained_overload()
+    assert fixed.limit == 32
+
+
 def test_pick_prefers_fewest_in_flight_and_respects_limits() -> None:
     pool = make_pool(n=2, limit=2)
     a = pool.endpoints[0]
@@ -112,26 +126,123 @@ def test_overload_with_retry_after_cools_the_endpoint_for_every_row() -> None:
     assert e.limit.limit < 4  # and the limit was cut
 
 
-def test_loading_uses_estimated_time_capped() -> None:
+def _overload(retry_after: float | None = None) -> OverloadedError:
+    return OverloadedError("Model is overloaded", status_code=429, retry_after=retry_after)
+
+
+def _answer(pool: EndpointPool, e: Endpoint, error: Exception | None) -> None:
+    e.in_flight += 1
+    if error is None:
+        pool.release_success(e, 0.16, 32)
+    else:
+        pool.release_failure(e, error)
+
+
+def _pools_given(retry_after: float, n: int = 40, **settings) -> list[float]:
+    """How long each of ``n`` pools (one per process, unseeded alike) pauses for the same hinted 429."""
+    pauses = []
+    for seed in range(n):
+        clock = Clock()
+        pool = make_pool(n=1, clock=clock, **settings)
+        pool._rng = random.Random(seed)
+        (e,) = pool.endpoints
+        _answer(pool, e, _overload(retry_after))
+        pauses.append(e.cooldown_until - clock.now)
+    return pauses
+
+
+def test_a_hint_pauses_about_that_long_jittered_never_shorter() -> None:
+    pauses = _pools_given(3.0)
+    assert all(3.0 <= p <= 3.0 * 1.03 for p in pauses)
+    assert len(set(pauses)) == len(pauses)  # jittered: the pools do not come back at the same instant
+
+
+def test_a_huge_hint_is_capped_before_the_jitter() -> None:
+    # a hint beyond the cap used to pause every pool for exactly the cap: shards sharing a server all woke at
+    # the same instant and overloaded it together again. Now each pause ends somewhere below the cap.
+    pauses = _pools_given(500.0, cooldown_cap_s=10.0)
+    assert all(7.5 <= p <= 10.0 for p in pauses)
+    assert max(pauses) - min(pauses) > 1.0 and len(set(pauses)) == len(pauses)
+    assert not any(p == pytest.approx(10.0, abs=1e-3) for p in pauses)
+
+
+def test_answers_in_flight_repeating_a_hint_reuse_the_pause_s_jitter() -> None:
+    # with a fresh draw per answer, the longest of a burst's draws would win, every pool near the top again
     clock = Clock()
     pool = make_pool(n=1, clock=clock, cooldown_cap_s=10.0)
     (e,) = pool.endpoints
-    e.in_flight = 1
-    pool.release_failure(e, ModelLoadingError("loading", status_code=503, retry_after=500.0))
-    assert e.cooldown_until == pytest.approx(clock.now + 10.0)
+    _answer(pool, e, ModelLoadingError("loading", status_code=503, retry_after=500.0))
+    first = e.cooldown_until
+    for _ in range(30):
+        _answer(pool, e, ModelLoadingError("loading", status_code=503, retry_after=500.0))
+    assert e.cooldown_until == first < clock.now + 10.0
 
 
-def test_lone_overloads_without_hint_do_not_pause_but_a_run_does() -> None:
+def test_a_burst_of_429s_before_any_success_does_not_pause_a_mostly_healthy_server() -> None:
+    # the first answers of a run are its 429s (they come back before any generation ends): a run of them is
+    # arrival order, not a full server. At 10% overload overall, the endpoint is never paused; the limit is
+    # cut at most once a second.
     clock = Clock()
-    pool = make_pool(n=1, clock=clock)
+    pool = make_pool(n=1, clock=clock, limit=128)
     (e,) = pool.endpoints
-    for _ in range(4):
-        e.in_flight += 1
-        pool.release_failure(e, OverloadedError("Model is overloaded", status_code=429))
+    for _ in range(12):
+        _answer(pool, e, _overload())
     assert pool.pick() is e
-    e.in_flight += 1
-    pool.release_failure(e, OverloadedError("Model is overloaded", status_code=429))
-    assert pool.pick() is None  # five in a row: the server is full
+    rng = random.Random(0)
+    cuts = 0
+    for _ in range(20_000):  # 20 s at 1,000 answers a second, 10% of them 429
+        clock.now += 0.001
+        before = e.limit.limit
+        _answer(pool, e, _overload() if rng.random() < 0.1 else None)
+        cuts += e.limit.limit < before
+        assert e.cooldown_until == 0.0
+    assert cuts <= 21
+
+
+def test_a_sustained_overload_share_pauses_the_endpoint() -> None:
+    # 80% of the answers over two seconds were 429 (never five in a row): the server is full
+    clock = Clock()
+    pool = make_pool(n=1, clock=clock, limit=64)
+    (e,) = pool.endpoints
+    for i in range(25):
+        clock.now += 0.08
+        _answer(pool, e, None if i % 5 == 4 else _overload())
+        if pool.pick() is None:
+            break
+    assert pool.pick() is None
+    assert 0.25 * 0.5 <= e.cooldown_until - clock.now <= 0.25 * 1.5
+    assert e.limit.limit <= 64 * 0.9 * 0.5  # (one gentle cut a second, then halved on the verdict)
+
+
+def test_hintless_pauses_double_while_the_overload_goes_on_below_the_cap_then_start_over() -> None:
+    clock = Clock()
+    pool = make_pool(n=1, clock=clock, cooldown_cap_s=10.0, overload_pause_s=0.25)
+    pool._rng = random.Random(0)
+    (e,) = pool.endpoints
+    pauses = []
+    for _ in range(12):
+        while pool.pick() is not None:  # every answer overload
+            clock.now += 0.06
+            _answer(pool, e, _overload())
+        pauses.append(e.cooldown_until - clock.now)
+        clock.now = e.cooldown_until
+    assert all(0.5 * 0.25 * 2**i <= p <= 1.5 * 0.25 * 2**i for i, p in enumerate(pauses[:5]))
+    assert all(p < 10.0 for p in pauses) and max(pauses) >= 7.5
+    clock.now += 6.0  # a window without overload: the next pause starts from the base again
+    while pool.pick() is not None:
+        clock.now += 0.06
+        _answer(pool, e, _overload())
+    assert 0.25 * 0.5 <= e.cooldown_until - clock.now <= 0.25 * 1.5
+
+
+def test_a_window_with_few_answers_is_no_evidence() -> None:
+    clock = Clock()
+    pool = make_pool(n=1, clock=clock, overload_min_answers=20)
+    (e,) = pool.endpoints
+    for _ in range(19):  # all overload, over almost four seconds, but too few to tell
+        clock.now += 0.2
+        _answer(pool, e, _overload())
+    assert pool.pick() is e
 
 
 def test_request_errors_do_not_count_against_the_endpoint() -> None:

@@ -35,7 +35,7 @@ from tgbatch.job.load import load_job_data
 from tgbatch.job.seeds import SeedPolicy
 from tgbatch.job.spec import RetrySpec
 from tgbatch.job.template import PromptTemplate
-from tgbatch.output.atomic import commit_table
+from tgbatch.output.atomic import commit_table, temp_path, write_atomic
 from tgbatch.output.checkpoint import Checkpoint
 from tgbatch.output.layout import OutputDir
 from tgbatch.output.schema import output_schemas
@@ -307,6 +307,27 @@ async def test_overload_answers_use_time_not_attempts() -> None:
 
 def _record(row_id: str, sample: int = 0, **extra: Any) -> dict[str, Any]:
     return {"row_id": row_id, "sample": sample, "prompt": "p", "generated_text": "g", "seed": 2**64 - 1, **extra}
+
+
+def test_temp_names_are_unique_per_call_and_recognised_by_the_layout(tmp_path: Path) -> None:
+    # shard processes started together all write the shared job.yaml: one temp name for all of them let one
+    # process rename the file another was still writing
+    target = tmp_path / "job.yaml"
+    names = {temp_path(target).name for _ in range(100)}
+    assert len(names) == 100
+    assert all(n.startswith(".job.yaml.") and n.endswith(".tmp") for n in names)
+    out = OutputDir(tmp_path / "out", (1, 4))
+    out.create()
+    for name in (temp_path(out.manifest_path).name, temp_path(out.shard_path("data", 3)).name):
+        (out.root / ("data" if name.startswith(".part") else "") / name).write_bytes(b"half")
+    other = temp_path(OutputDir(out.root, (2, 4)).manifest_path)  # another shard's: not ours to remove
+    other.write_bytes(b"half")
+    (out.root / temp_path(out.root / "job.yaml").name).write_bytes(b"half")
+    assert out.foreign_entries() == []  # tgbatch's own temp files, whatever their pid and token
+    assert sorted(p.name.split(".")[1] for p in out.discard_temp_files()) == ["manifest-1of4", "part-1of4-000003"]
+    assert other.exists()
+    write_atomic(target, b"x")
+    assert target.read_bytes() == b"x" and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_commit_is_atomic_and_checkpoint_reads_it(tmp_path: Path) -> None:

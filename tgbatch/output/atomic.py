@@ -4,6 +4,7 @@ fsynced, so a file under its final name is always complete (a shard, a manifest,
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +23,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """A temp file next to ``path``, named ``.{name}.{pid}.{token}.tmp``: unique per call and per process.
+
+    Shard processes started together all write the shared ``job.yaml``; with one temp name for all of them,
+    one process's rename took the file another was still writing, and the other's rename then failed. The
+    name still starts with ``.{name}.`` and ends with ``.tmp``, which is how the layout recognises (and
+    discards) temp files."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
 def write_atomic(path: Path, payload: bytes) -> None:
     """Write a small file (manifest, job.yaml) atomically: temp file, fsync, rename, fsync the folder."""
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(payload)
         f.flush()
@@ -35,7 +46,7 @@ def write_atomic(path: Path, payload: bytes) -> None:
 
 def commit_table(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` atomically, with row groups bounded by rows and bytes."""
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = temp_path(path)
     per_row = max(1, table.nbytes // max(1, table.num_rows))
     group = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row))
     import pyarrow.parquet as pq  # here, not at the top: tgbatch status and --help start without Arrow

@@ -138,7 +138,11 @@ class OutputDir:
                 continue
             for path in folder.iterdir():
                 name = path.name
-                if name.startswith(f".part-{self.tag}-") or name == f".{self.manifest_path.name}.tmp":
+                if not name.endswith(".tmp"):
+                    continue
+                # temp names are ``.{name}.{pid}.{token}.tmp`` (``atomic.temp_path``); an older tgbatch wrote
+                # ``.{name}.tmp``
+                if name.startswith((f".part-{self.tag}-", f".{self.manifest_path.name}.")):
                     path.unlink(missing_ok=True)
                     removed.append(path)
         return removed

@@ -4,7 +4,11 @@ A TGI server batches continuously: up to its batch capacity, more concurrent req
 the same per-token latency; past it, per-token latency grows in proportion and throughput stays flat. So the
 limit grows additively (one slot per window of successes) only while the normalised latency stays within
 ``tolerance`` of the best seen recently, and shrinks multiplicatively on an overload answer, at most once per
-``decrease_interval`` so that a burst of 429s from requests already in flight counts as one signal.
+``decrease_interval`` so that a burst of 429s from requests already in flight counts as one signal. A sporadic 429
+(a server refusing a share of requests at random) costs no more than that gentle cut. When the endpoint pool
+finds overload sustained (most answers for seconds), the limit halves at once: several processes each
+calibrated to the server's whole capacity (the shards of one job) send several times what it takes, and cuts
+of 10% a second would take many seconds to get there, all of them spent on 429s.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class AIMDLimit:
     min_limit: int = 1
     max_limit: int = 1024
     decrease_factor: float = 0.9
+    sustained_factor: float = 0.5
     tolerance: float = 2.0
     decrease_interval_s: float = 1.0
     clock: Callable[[], float] = time.monotonic
@@ -59,3 +64,9 @@ class AIMDLimit:
         self._successes = 0
         self.limit = max(self.min_limit, math.floor(self.limit * self.decrease_factor))
         return True
+
+    def on_sustained_overload(self) -> None:
+        """Most answers for seconds were overload (the pool's verdict, once per pause): halve the limit."""
+        self._last_decrease = self.clock()
+        self._successes = 0
+        self.limit = max(self.min_limit, math.floor(self.limit * self.sustained_factor))

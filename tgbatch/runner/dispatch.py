@@ -2,9 +2,21 @@
 endpoint for overload and loading answers, and ejection of an endpoint that keeps failing until ``/health``
 says it is back.
 
-Why a shared cooldown: when a server answers 429 or 503, every request in flight to it is about to get the same
-answer. Letting each row back off on its own burns every row's attempts; pausing the endpoint once, for the time
-the server asked for (``Retry-After`` / ``estimated_time``), costs no attempts at all.
+Why a shared cooldown: when a server answers 429 or 503 with a hint, every request in flight to it is about to get
+the same answer. Letting each row back off on its own burns every row's attempts; pausing the endpoint once, for
+the time the server asked for (``Retry-After`` / ``estimated_time``), costs no attempts at all.
+
+Why overload is read as a share over a time window, not as a streak: 429s come back in a millisecond while a
+success takes the whole generation, so the first answers of any busy run are the overload ones, and whether five
+of them arrive in a row depends only on arrival order (on a fault seed, in the simulator). A streak rule paused a
+server that refused 10% of requests at random for a growing time, again and again. Without a hint, the endpoint
+pauses only when most answers over the last few seconds were overload, with enough answers seen over long enough
+to be sure; a sporadic 429 costs its own retry and, at most once a second, an AIMD cut of the limit.
+
+Why pauses are capped before they are jittered: processes that share a server (the shards of one job) get their
+overload answers at the same moments; a pause capped after its jitter is exactly the cap for all of them, so they
+all wake at the same instant and overload the server together again. Each pause draws its own ceiling below
+the cap instead.
 
 One task (whoever calls ``acquire``/``release``) mutates the pool at a time: anyio tasks on one event loop do
 not interleave between awaits, so no lock is needed.
@@ -12,9 +24,11 @@ not interleave between awaits, so no lock is needed.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,9 +38,13 @@ from tgbatch.backends import Backend
 from tgbatch.errors import TGBatchError, TGIError
 from tgbatch.runner.concurrency import AIMDLimit
 
-#: overload answers without Retry-After start pausing the endpoint only after this many in a row: a lone 429 is
-#: noise (another client's burst), a run of them is a full server
-OVERLOAD_RUN = 5
+log = logging.getLogger("tgbatch.dispatch")
+
+#: a pause that reaches the cap ends somewhere in the top quarter below it, drawn per pause (see ``pause_for``)
+CAP_SPREAD = 0.25
+#: a hinted pause lasts the hint plus up to this share of it: never shorter than the server asked, and pools
+#: (processes) given the same hint at the same moment do not all come back at the same instant
+HINT_JITTER = 0.03
 
 
 @dataclass
@@ -35,6 +53,65 @@ class PoolSettings:
     eject_after: int = 5
     probe_interval_s: float = 1.0
     probe_interval_cap_s: float = 15.0
+    #: overload answers without a hint are read as a share of all answers over this many seconds
+    overload_window_s: float = 5.0
+    #: the share (of answers in the window) at or above which the endpoint pauses: most answers were overload
+    overload_share: float = 0.5
+    #: fewer answers than this in the window are no evidence either way
+    overload_min_answers: int = 20
+    #: and the answers must span this long: the first burst of a run (429s come back before any success can)
+    #: is not a sustained overload
+    overload_min_span_s: float = 1.0
+    #: the first hint-less pause; pauses that follow each other double, up to ``cooldown_cap_s``
+    overload_pause_s: float = 0.25
+
+
+class AnswerWindow:
+    """The answers of one endpoint over a sliding time window: how many, and how many were overload.
+
+    A success and a failure are one entry each (``deque`` appends and pops are O(1), and an entry leaves the
+    window once, so the cost per answer stays constant however busy the endpoint is)."""
+
+    __slots__ = ("_entries", "overloads")
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[float, bool]] = deque()
+        self.overloads = 0
+
+    def record(self, now: float, overload: bool, window_s: float) -> None:
+        self._entries.append((now, overload))
+        self.overloads += overload
+        self._expire(now - window_s)
+
+    def _expire(self, horizon: float) -> None:
+        entries = self._entries
+        while entries and entries[0][0] < horizon:
+            _, overload = entries.popleft()
+            self.overloads -= overload
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.overloads = 0
+
+    @property
+    def answers(self) -> int:
+        return len(self._entries)
+
+    def span(self, now: float) -> float:
+        """Seconds since the oldest answer still in the window (0 when empty)."""
+        return now - self._entries[0][0] if self._entries else 0.0
+
+
+def pause_for(base: float, cap: float, u: float, *, hinted: bool) -> float:
+    """How long to pause for a wanted pause of ``base`` seconds, given ``u``, a uniform draw in [0, 1).
+
+    A hint is honoured: the pause is the hint plus up to ``HINT_JITTER`` of it, never shorter (only a hint within
+    ``CAP_SPREAD`` of the cap may be cut a little). A backoff is jittered around its base (0.5x to 1.5x). The cap
+    does not come after that jitter, as one fixed ``min(pause, cap)``: each pause has its own ceiling, drawn from
+    the top ``CAP_SPREAD`` below ``cap``, so pauses that reach the cap (a hint beyond it, a long backoff) end at
+    different times in different pools and processes, never all at exactly ``cap``."""
+    wanted = base * (1.0 + HINT_JITTER * u) if hinted else base * (0.5 + u)
+    return min(wanted, cap * (1.0 - CAP_SPREAD * u))
 
 
 @dataclass(eq=False)
@@ -48,7 +125,12 @@ class Endpoint:
     cooldown_until: float = 0.0
     ejected: bool = False
     consecutive_failures: int = 0
-    consecutive_overloads: int = 0
+    #: recent answers, read as an overload share (see ``EndpointPool._sustained_overload``)
+    answers: AnswerWindow = field(default_factory=AnswerWindow)
+    #: hint-less pauses in a row (each doubles the next); back to 0 once a window passes without one
+    overload_pauses: int = 0
+    #: the jitter draw of the current pause: answers that repeat a hint while it lasts reuse it
+    pause_draw: float = 0.0
     ok: int = 0
     failed: int = 0
     overloaded: int = 0
@@ -63,7 +145,7 @@ class Endpoint:
         return self.in_flight < self.limit.limit
 
 
-def is_overload(error: BaseException) -> bool:
+def is_overload(error: BaseException | None) -> bool:
     """Answers that mean "too much right now", not "this request is bad" or "this server is broken"."""
     return isinstance(error, TGBatchError) and error.overload
 
@@ -79,6 +161,7 @@ class EndpointPool:
         settings: PoolSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("an endpoint pool needs at least one endpoint")
@@ -87,7 +170,8 @@ class EndpointPool:
         self._clock = clock
         # waiting tasks in arrival order, with the endpoint each would rather avoid
         self._waiters: dict[anyio.Event, Endpoint | None] = {}
-        self._rng = random.Random()
+        # unseeded: pools in different processes must draw different jitters
+        self._rng = rng or random.Random()
 
     # -- choosing ----------------------------------------------------------------------------------------
 
@@ -154,22 +238,24 @@ class EndpointPool:
         endpoint.in_flight -= 1
         endpoint.ok += 1
         endpoint.consecutive_failures = 0
-        endpoint.consecutive_overloads = 0
+        endpoint.answers.record(self._clock(), False, self.settings.overload_window_s)
         endpoint.limit.on_success(latency_s / max(tokens, 1), endpoint.in_flight + 1)
         self._wake_one()
 
     def release_failure(self, endpoint: Endpoint, error: BaseException) -> None:
-        """Account a failed request. Overload answers cool the endpoint down (shared by every row); repeated
+        """Account a failed request. An overload answer cuts the limit (at most once a second) and pauses the
+        endpoint for every row when the server gave a hint or most recent answers were overload; repeated
         server or transport failures eject it until ``/health`` answers again; request errors change
         nothing about the endpoint."""
         endpoint.in_flight -= 1
         kind = type(error).__name__
         endpoint.counts[kind] = endpoint.counts.get(kind, 0) + 1
-        if is_overload(error):
+        overload = is_overload(error)
+        endpoint.answers.record(self._clock(), overload, self.settings.overload_window_s)
+        if overload:
             endpoint.overloaded += 1
-            endpoint.consecutive_overloads += 1
             endpoint.limit.on_overload()
-            self._cool_down(endpoint, error.retry_after)
+            self._cool_down(endpoint, getattr(error, "retry_after", None))
         elif not isinstance(error, TGBatchError) or error.retryable:
             endpoint.failed += 1
             endpoint.consecutive_failures += 1
@@ -182,16 +268,56 @@ class EndpointPool:
         self._wake_one()
 
     def _cool_down(self, endpoint: Endpoint, retry_after: float | None) -> None:
-        if retry_after is None:
-            if endpoint.consecutive_overloads < OVERLOAD_RUN:
-                return
-            # a run of 429s without a hint: back off exponentially, jittered so pools do not synchronise
-            pause = 0.1 * 2 ** (endpoint.consecutive_overloads - OVERLOAD_RUN)
-            pause *= 0.5 + self._rng.random()
-        else:
-            pause = retry_after
-        pause = min(pause, self.settings.cooldown_cap_s)
-        endpoint.cooldown_until = max(endpoint.cooldown_until, self._clock() + pause)
+        now = self._clock()
+        if retry_after is not None:
+            self._pause(endpoint, now, retry_after, hinted=True)
+        elif now >= endpoint.cooldown_until and self._sustained_overload(endpoint, now):
+            # (while paused, the answers of requests sent before the pause are no new evidence)
+            endpoint.limit.on_sustained_overload()
+            window = endpoint.answers
+            log.debug(
+                "%s: %d of %d answers overload: limit %d",
+                endpoint.url,
+                window.overloads,
+                window.answers,
+                endpoint.limit.limit,
+            )
+            self._pause(endpoint, now, self._backoff(endpoint, now), hinted=False)
+            # the next verdict needs answers from after this pause, or every 429 of a recovered server would
+            # find the old ones in the window and pause it again
+            endpoint.answers.clear()
+
+    def _sustained_overload(self, endpoint: Endpoint, now: float) -> bool:
+        """Most answers over the last few seconds were overload: a full server, not a sporadic 429. The span
+        rule is for a first verdict; right after a hint-less pause (the window was cleared) the overload goes
+        on if enough new answers say so."""
+        s = self.settings
+        window = endpoint.answers
+        if window.answers < s.overload_min_answers or window.overloads < s.overload_share * window.answers:
+            return False
+        return self._escalating(endpoint, now) or window.span(now) >= s.overload_min_span_s
+
+    def _escalating(self, endpoint: Endpoint, now: float) -> bool:
+        # a hint-less pause ended less than a window ago: the overload goes on
+        return endpoint.overload_pauses > 0 and now - endpoint.cooldown_until < self.settings.overload_window_s
+
+    def _backoff(self, endpoint: Endpoint, now: float) -> float:
+        """The next hint-less pause: doubling while pauses follow each other, from the start again after a
+        window without one."""
+        if not self._escalating(endpoint, now):
+            endpoint.overload_pauses = 0
+        endpoint.overload_pauses += 1
+        return self.settings.overload_pause_s * 2.0 ** min(endpoint.overload_pauses - 1, 30)
+
+    def _pause(self, endpoint: Endpoint, now: float, base: float, *, hinted: bool) -> None:
+        if now >= endpoint.cooldown_until:
+            # a new pause draws its jitter once: the answers in flight that repeat the same hint reuse it, or
+            # the longest of their draws would win and put every pool back at the top of the range
+            endpoint.pause_draw = self._rng.random()
+        pause = pause_for(base, self.settings.cooldown_cap_s, endpoint.pause_draw, hinted=hinted)
+        if now + pause > endpoint.cooldown_until:
+            log.debug("%s: paused %.2f s (%s %.2f s)", endpoint.url, pause, "hint" if hinted else "backoff", base)
+            endpoint.cooldown_until = now + pause
 
     def _others_alive(self, endpoint: Endpoint) -> bool:
         # the last endpoint standing is never ejected: rows wait on its cooldowns and retries instead

@@ -7,8 +7,8 @@ honoured up to ``max_wait_s``; otherwise the wait is jittered exponential backof
 ``attempts`` attempts or when the next wait would pass ``max_elapsed_s``.
 
 Overload answers (429 overloaded or rate-limited, 503 loading or unavailable) are the server's state, not the
-row's: the endpoint pool pauses the endpoint for every row at once (``tgbatch.endpoints``), and such an answer
-does not use up one of the row's ``attempts``; it still counts against ``max_elapsed_s``.
+row's: the endpoint pool pauses the endpoint for every row at once (``tgbatch.runner.dispatch``), and such an
+answer does not use up one of the row's ``attempts``; it still counts against ``max_elapsed_s``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any, stop_before_delay
+from tenacity.stop import stop_base
 
 from tgbatch.errors import TGBatchError
 from tgbatch.job.spec import RetrySpec
@@ -71,7 +72,8 @@ class RetryPolicy:
             return self._rng.uniform(0, min(cap, self.spec.initial_wait_s) / 4)
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, int | float) and hint >= 0:
-            # the server's hint, capped, plus a little jitter so waiting workers do not return in lockstep
+            # the server's hint, capped, THEN a little jitter so waiting workers do not return in lockstep: jitter
+            # before the cap would make every long wait exactly max_wait_s, and every process wake at once
             return min(cap, hint) * (1.0 + 0.1 * self._rng.random())
         base = min(cap, self.spec.initial_wait_s * 2.0 ** min(attempt - 1, 60))
         return base / 2 + self._rng.uniform(0, base / 2)
@@ -125,15 +127,16 @@ class RetryPolicy:
             attempts += 1
             return await fn()
 
-        def out_of_attempts(state: RetryCallState) -> bool:
-            nonlocal charged
-            exc = state.outcome.exception() if state.outcome is not None else None
-            if not is_overload(exc):
-                charged += 1
-            return charged >= self.spec.attempts
+        class OutOfAttempts(stop_base):
+            def __call__(inner, state: RetryCallState) -> bool:
+                nonlocal charged
+                exc = state.outcome.exception() if state.outcome is not None else None
+                if not is_overload(exc):
+                    charged += 1
+                return charged >= self.spec.attempts
 
         retrying = AsyncRetrying(
-            stop=stop_any(out_of_attempts, stop_before_delay(self.spec.max_elapsed_s)),
+            stop=stop_any(OutOfAttempts(), stop_before_delay(self.spec.max_elapsed_s)),
             wait=self._wait,
             retry=retry_if_exception(is_retryable),
             sleep=self._sleep,
@@ -141,7 +144,7 @@ class RetryPolicy:
             reraise=True,
         )
         try:
-            result = await retrying(counted)
+            result: T = await retrying(counted)
         except TGBatchError as exc:
             if exc.fatal:
                 raise
