@@ -78,7 +78,7 @@ def run_command(
     """
     # the machinery is imported here, when the command runs: `tgbatch --help` must start in a blink
     from tgbatch.cli._progress import CliProgress, log, setup_logging
-    from tgbatch.executor.local import run_local
+    from tgbatch.executor.local import run_local, tune_for_batch
     from tgbatch.job.load import load_job
     from tgbatch.runner import RunOptions, prepare
 
@@ -115,6 +115,7 @@ def run_command(
             loaded.output_dir,
             f" (shard {shard_ix[0]}/{shard_ix[1]})" if shard_ix[1] > 1 else "",
         )
+        tune_for_batch()
         result = run_local(prepared, options, progress=CliProgress(), handle_signals=True)
         # everything is committed: a late signal must not turn this run's exit code into a kill
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -76,12 +76,10 @@ class Writer:
             await self.progress_file.maybe_write_async()
             async with recv:
                 while True:
-                    outcome = None
-                    with anyio.move_on_after(tick):
-                        try:
-                            outcome = await recv.receive()
-                        except anyio.EndOfStream:
-                            break
+                    try:
+                        outcome = await self._next(recv, tick)
+                    except anyio.EndOfStream:
+                        break
                     if outcome is not None:
                         self._add(outcome)
                     if self._due():
@@ -92,6 +90,18 @@ class Writer:
             failing = sys.exc_info()[1] is not None
             with anyio.CancelScope(shield=True):
                 await self._finish(failing)
+
+    @staticmethod
+    async def _next(recv: MemoryObjectReceiveStream[RowOutcome], tick: float) -> RowOutcome | None:
+        """The next row, or ``None`` after ``tick`` seconds without one. A row already waiting is taken without
+        a timeout scope: at thousands of rows a second, setting one up per row costs more than the row's write."""
+        try:
+            return recv.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        with anyio.move_on_after(tick):
+            return await recv.receive()
+        return None
 
     def _add(self, outcome: RowOutcome) -> None:
         done, record = outcome.done, outcome.record

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.backends.tgi.models import Response
 from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_parameters
-from tgbatch.backends.tgi.wire import GenerateEncoder
+from tgbatch.backends.tgi.wire import GenerateEncoder, parse_response, parse_summary
 from tgbatch.types import Capacity, GenerationRequest, GenerationResult
 
 
@@ -27,7 +27,11 @@ class TGIBackend:
         if request.params:  # this request's own parameters: validated as any client call
             params = self.parameters.model_copy(update={**request.params, "seed": request.seed})
             return self._result(await self.client.generate(request.prompt, parameters=params))
-        return self._result(await self.client.send_generate(self._encoder.encode(request.prompt, request.seed)))
+        answer = await self.client.send(self._encoder.encode(request.prompt, request.seed))
+        if self.keep_details:  # output.details: full keeps every token: the typed, validated response
+            return self._result(parse_response(answer.status, answer.headers, answer.body))
+        summary = parse_summary(answer.status, answer.headers, answer.body)
+        return GenerationResult(summary.text, summary.finish_reason, summary.generated_tokens, seed=summary.seed)
 
     def _result(self, response: Response) -> GenerationResult:
         details = response.details

@@ -32,7 +32,7 @@ from tgbatch.backends.tgi.wire import (
     prepare_generate,
     split_credentials,
 )
-from tgbatch.http import BackgroundLoop, Timeout, Transport, aiter_sse, as_timeout, open_transport
+from tgbatch.http import BackgroundLoop, RawResponse, Timeout, Transport, aiter_sse, as_timeout, open_transport
 
 if TYPE_CHECKING:
     import httpx
@@ -144,11 +144,16 @@ class AsyncClient:
         return self._config.compat
 
     async def send_generate(self, request: PreparedRequest) -> Response:
-        """Send a request ``prepare_generate`` or a ``GenerateEncoder`` made (a batch job's hot path)."""
-        answer = await self._transport.request(
+        """Send a request ``prepare_generate`` or a ``GenerateEncoder`` made."""
+        answer = await self.send(request)
+        return parse_response(answer.status, answer.headers, answer.body)
+
+    async def send(self, request: PreparedRequest) -> RawResponse:
+        """Send a prepared (non-streaming) request and return the answer unparsed (a batch job's hot path parses
+        only what it records)."""
+        return await self._transport.request(
             "POST", request.path, content=request.content, headers=self._config.headers
         )
-        return parse_response(answer.status, answer.headers, answer.body)
 
     def generate_stream(
         self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
