@@ -469,3 +469,16 @@ def test_token_mistakes_are_told_apart(tmp_path: Path, data: Path) -> None:
     assert "MY_TOKN is not set: no token is sent" in said.output
     said = runner.invoke(app, ["validate", str(job), "-o", out], env={"MY_TOKN": "x"})
     assert "token:       from MY_TOKN (set" in said.output and "x\n" not in said.output
+
+
+def test_resuming_a_finished_job_says_nothing_is_left(tmp_path: Path, data: Path) -> None:
+    job = _job(tmp_path, data)
+    assert run_cli(str(job), "--limit", "10").exit_code == 0
+    again = run_cli(str(job), "--limit", "10")
+    assert again.exit_code == 0 and "nothing left to do: every row was already written" in again.output
+    assert "0.0 rows/s" not in again.output
+
+
+def test_status_of_a_missing_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such folder" in result.output

@@ -4,6 +4,7 @@ determinism across two server processes, drops over uvicorn, and the CLI's flag 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -211,3 +212,14 @@ def test_bad_flags_exit_2(flags: list[str], named: str) -> None:
     proc = subprocess.run(cli_command(*flags), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert named in proc.stderr
+
+
+def test_a_taken_port_is_an_error_before_serving_is_announced() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(cli_command("--port", str(port)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "choose another --port" in result.stderr
+    assert "simulated TGI" not in result.stderr and "Traceback" not in result.stderr

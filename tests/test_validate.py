@@ -94,3 +94,17 @@ def test_run_checks_the_servers_limits_before_sending(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert "`stop` supports up to 4 stop sequences. Given: 5" in result.output
     assert not (tmp_path / "out" / "errors").exists() or not list((tmp_path / "out" / "errors").iterdir())
+
+
+def test_the_same_refusal_row_after_row_stops_the_run(tmp_path: Path) -> None:
+    """top_n_tokens is a limit /info does not report: the server refuses every row the same way, and the run
+    stops (exit 2) after a few of them instead of recording every row as failed."""
+    job = _job(tmp_path, rows=200)
+    result = runner.invoke(app, ["run", str(job), "--set", "parameters.top_n_tokens=10"])
+    assert result.exit_code == 2, result.output
+    assert "refused 20 rows in a row with the same answer (HTTP 422" in result.output
+    assert "`top_n_tokens` must be >= 0 and <= 5" in result.output
+    from .runner_util import read_rows
+
+    failed = read_rows(tmp_path / "out" / "errors")
+    assert 20 <= len(failed) < 200

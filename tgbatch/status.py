@@ -40,6 +40,8 @@ def collect_status(
     data_files = out.committed("data")
     error_files = out.committed("errors")
     if not manifests and not data_files and not error_files:
+        if not root.exists():
+            raise ResumeError(f"{str(root)!r}: no such folder (give a job's output folder, e.g. runs/<job name>)")
         raise ResumeError(f"{str(root)!r} is not a tgbatch output folder (no manifest.json and no data/)")
     listed = _listed_files(manifests)
     done, tokens = _count(root, data_files, listed, tokens=True)

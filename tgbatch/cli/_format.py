@@ -65,10 +65,15 @@ def format_summary(snapshot: Mapping[str, Any]) -> str:
             if snapshot.get("already_done")
             else ""
         ),
+    ]
+    if not (ok or failed) and state == "finished":
+        lines.append("  nothing left to do: every row was already written")
+        return "\n".join(lines)
+    lines.append(
         f"  throughput: {format_rate(snapshot.get('rows_per_s_overall'), 'rows/s')}, "
         f"{format_rate(snapshot.get('tokens_per_s_overall'), 'generated tokens/s')} "
-        f"({int(snapshot.get('generated_tokens') or 0)} tokens)",
-    ]
+        f"({int(snapshot.get('generated_tokens') or 0)} tokens)"
+    )
     latency = snapshot.get("latency_s") or {}
     if latency.get("count"):
         lines.append(

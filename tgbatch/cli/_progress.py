@@ -4,6 +4,7 @@ loop options of the job commands."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,17 @@ from tgbatch.output.shards import CommittedFile
 from tgbatch.runner import ProgressSink
 
 log = logging.getLogger("tgbatch.cli")
+
+
+def _draws_a_bar() -> bool:
+    """A terminal that can show a bar: some report 0 columns (a CI pseudo-terminal, a detached pane), and a bar
+    there shows nothing at all, so those get the log lines instead."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except OSError:
+        return False
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -38,7 +50,7 @@ class CliProgress(ProgressSink):
     def __init__(
         self, *, tty: bool | None = None, log_every_s: float = 10.0, clock: Callable[[], float] = time.monotonic
     ):
-        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.tty = _draws_a_bar() if tty is None else tty
         self.log_every_s = log_every_s
         self.clock = clock
         self.bar: tqdm | None = None

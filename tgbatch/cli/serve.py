@@ -102,7 +102,7 @@ def serve_command(
 ) -> None:
     """Run a TGI-compatible simulated server (no GPU, no weights): TGI's protocol, a deterministic model,
     a latency model and fault injection."""
-    from tgbatch.sim.run import serve
+    from tgbatch.sim.run import bind, serve
 
     options = {
         name: value
@@ -114,8 +114,13 @@ def serve_command(
     except SpecError as exc:
         message, flags = _as_flags(str(exc).removeprefix("tgbatch serve: "))
         raise typer.BadParameter(message, param_hint=flags or None) from exc
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"tgbatch serve: simulated TGI '{config.model_id}' on http://{host}:{port}", err=True)
-    serve(config, host, port, log_level=log_level, access_log=access_log)
+    serve(config, host, port, log_level=log_level, access_log=access_log, sock=sock)
 
 
 def _as_flags(message: str) -> tuple[str, list[str]]:

@@ -66,10 +66,13 @@ class RunControl:
             self.now.set()
 
     def fail(self, error: BaseException) -> None:
-        """A fatal answer (``error.fatal``): stop at once; the run raises ``EndpointError`` at the end."""
+        """A fatal answer (``error.fatal``), or a ``JobError`` the run decided on: stop at once; the run raises
+        it (an answer as an ``EndpointError``) at the end."""
         if self.fatal is None:
             self.fatal = error
-        self.request_stop("the endpoint refused the request", kind="fatal", now=True)
+        self.request_stop(
+            str(error) if isinstance(error, JobError) else "the endpoint refused the request", kind="fatal", now=True
+        )
 
 
 @dataclass

@@ -158,8 +158,11 @@ class _Run:
         return self._result()
 
     def _result(self) -> RunResult:
-        if self.control.fatal is not None:
-            raise _endpoint_error(self.control.fatal, self.spec.endpoint.token_env) from self.control.fatal
+        fatal = self.control.fatal
+        if isinstance(fatal, JobError):  # the run's own verdict (e.g. the same refusal for row after row)
+            raise fatal
+        if fatal is not None:
+            raise _endpoint_error(fatal, self.spec.endpoint.token_env) from fatal
         result = self.events.tally()
         result.interrupted = self.control.stopping
         result.stop_kind = self.control.kind

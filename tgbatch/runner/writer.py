@@ -24,6 +24,7 @@ from tgbatch.output.shards import CommittedFile, ShardBuffer
 from tgbatch.runner.attempt import RowOutcome
 from tgbatch.runner.control import RunControl, RunOptions, RunResult
 from tgbatch.runner.events import RunEvents
+from tgbatch.runner.refusals import RefusalWatch
 
 MAX_BUFFER_BYTES = 256 * 1024 * 1024
 
@@ -63,6 +64,7 @@ class Writer:
         self.options = options
         self.read = read
         self.seq = out.next_seq()
+        self.refusals = RefusalWatch()
         self.first_pending: float | None = None
 
     @property
@@ -110,6 +112,9 @@ class Writer:
         (self.data if done.ok else self.errors).add(record, size)
         if done.ok:
             self._check_token_budget()
+        refused = self.refusals.see(done.ok, record)
+        if refused is not None:
+            self.control.fail(refused)
         if self.first_pending is None:
             self.first_pending = time.monotonic()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import uvicorn
 
@@ -31,8 +32,9 @@ def serve(
     *,
     log_level: str = "warning",
     access_log: bool = False,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve the simulator until interrupted."""
+    """Serve the simulator until interrupted, on ``sock`` when given (bound by ``bind``), else on host:port."""
     app = build_app(config)
     uv_config = uvicorn.Config(
         app,
@@ -47,4 +49,20 @@ def serve(
     server = uvicorn.Server(uv_config)
     # uvicorn configures its loggers when the Config is built; the filter goes on after that
     logging.getLogger("uvicorn.error").addFilter(_HideDrops())
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, so a taken port is found before the server says it is serving.
+    Raises ``OSError`` (address in use, no such address, no permission)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
