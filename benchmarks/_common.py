@@ -24,6 +24,28 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 
 TEMPLATE = "Write one sentence about {{ topic }}."
 
+#: the "GPU" of the saturation and shards benchmarks: 5 ms a token, full speed up to 32 requests, 128 admitted
+DECODE_MS = 5.0
+BATCH = 32
+MAX_CONCURRENT = 128
+
+
+def server_flags(tokens: int, *extra: str) -> list[str]:
+    """``tgbatch serve`` flags for that server, whose model answers at least ``tokens`` tokens."""
+    return [
+        "--decode-ms-per-token",
+        str(DECODE_MS),
+        "--max-batch-size",
+        str(BATCH),
+        "--max-concurrent-requests",
+        str(MAX_CONCURRENT),
+        "--min-output-tokens",
+        str(tokens),
+        "--max-output-tokens",
+        str(max(tokens, 128)),
+        *extra,
+    ]
+
 
 def job_data(
     folder: Path, name: str, url: str | list[str], prompts: Path, max_new_tokens: int, concurrency: object

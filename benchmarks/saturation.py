@@ -31,29 +31,22 @@ from typing import Any
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import job_data, machine, run_with_rusage, table, tgbatch_server, write_job, write_prompts
+from _common import (
+    BATCH,
+    DECODE_MS,
+    MAX_CONCURRENT,
+    job_data,
+    machine,
+    run_with_rusage,
+    server_flags,
+    table,
+    tgbatch_server,
+    write_job,
+    write_prompts,
+)
 
-DECODE_MS = 5.0
-BATCH = 32
-MAX_CONCURRENT = 128
 GOAL = 0.9
 FALLBACK_CONCURRENCY = 64
-
-
-def server_flags(tokens: int, *extra: str) -> list[str]:
-    return [
-        "--decode-ms-per-token",
-        str(DECODE_MS),
-        "--max-batch-size",
-        str(BATCH),
-        "--max-concurrent-requests",
-        str(MAX_CONCURRENT),
-        "--min-output-tokens",
-        str(tokens),
-        "--max-output-tokens",
-        str(max(tokens, 128)),
-        *extra,
-    ]
 
 
 def spec_refuses(data: dict) -> str | None:

@@ -31,28 +31,19 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table, tgbatch_server, write_job, write_prompts
+from _common import (
+    BATCH,
+    DECODE_MS,
+    MAX_CONCURRENT,
+    machine,
+    server_flags,
+    table,
+    tgbatch_server,
+    write_job,
+    write_prompts,
+)
 
-DECODE_MS = 5.0
-BATCH = 32
-MAX_CONCURRENT = 128
 GOAL = 1.5
-
-
-def server_flags(tokens: int, *extra: str) -> list[str]:
-    return [
-        "--decode-ms-per-token",
-        str(DECODE_MS),
-        "--max-batch-size",
-        str(BATCH),
-        "--max-concurrent-requests",
-        str(MAX_CONCURRENT),
-        "--min-output-tokens",
-        str(tokens),
-        "--max-output-tokens",
-        str(max(tokens, 128)),
-        *extra,
-    ]
 
 
 @dataclass
