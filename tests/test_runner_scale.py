@@ -17,7 +17,7 @@ import pytest
 from tgbatch.job.load import load_job
 from tgbatch.runner import make_pool, prepare, run_job
 
-from ._server_util import live_servers
+from ._server_util import LiveServer, live_servers
 from .runner_util import job_dict, prompts, read_rows, write_job, write_jsonl
 
 # every test here starts processes (tgbatch serve, tgbatch run): `pytest -m 'not slow'` skips them
@@ -272,3 +272,65 @@ def test_progress_json_is_always_valid_while_a_job_runs(tmp_path: Path) -> None:
     assert final["state"] == "finished" and final["done"] == 600 and final["in_flight"] == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["done"] == 600
     assert reads > 10 and seen_running > 0
+
+
+def _wait_for_log(proc: subprocess.Popen[bytes], tmp_path: Path, text: bytes) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while text not in _peek_stderr(tmp_path):  # a bounded wait for the log line, not synchronisation
+        assert proc.poll() is None, _peek_stderr(tmp_path).decode()[-3000:]
+        assert time.monotonic() < deadline, _peek_stderr(tmp_path).decode()[-3000:]
+        time.sleep(0.02)
+
+
+def test_a_server_restarted_mid_run_fails_no_row(tmp_path: Path) -> None:
+    """The only server dies mid-run and comes back on the same port: the job waits (logging the outage), spends
+    no row's attempts on it, and finishes with every row and nothing failed."""
+    rows = 3000
+    server = LiveServer("--decode-ms-per-token", "0.2").start().wait_ready()
+    try:
+        job = _job(
+            tmp_path,
+            rows,
+            endpoint={"url": server.url, "concurrency": 8},
+            retry={"attempts": 3, "initial_wait_s": 0.01, "max_wait_s": 0.2},
+            output={"rows_per_shard": 100},
+        )
+        proc = _start(job)
+        _wait_for_shards(proc, tmp_path / "out" / "data", 3)
+        server.stop()
+        _wait_for_log(proc, tmp_path, b"unreachable since")
+        server.start().wait_ready()
+        proc.wait(timeout=DEADLINE_S)
+    finally:
+        server.stop()
+    log = _peek_stderr(tmp_path).decode()
+    assert proc.returncode == 0, log[-3000:]
+    assert "is back after" in log
+    data = read_rows(tmp_path / "out" / "data")
+    assert len(data) == rows and len({r["row_id"] for r in data}) == rows
+    assert not list((tmp_path / "out" / "errors").glob("*.parquet"))
+
+
+def test_an_outage_longer_than_max_outage_stops_resumably(tmp_path: Path) -> None:
+    rows = 3000
+    server = LiveServer("--decode-ms-per-token", "0.2").start().wait_ready()
+    try:
+        job = _job(
+            tmp_path,
+            rows,
+            endpoint={"url": server.url, "concurrency": 8},
+            retry={"attempts": 3, "initial_wait_s": 0.01, "max_wait_s": 0.2, "max_outage_s": 2},
+            output={"rows_per_shard": 100},
+        )
+        proc = _start(job)
+        _wait_for_shards(proc, tmp_path / "out" / "data", 2)
+        server.stop()
+        proc.wait(timeout=DEADLINE_S)
+    finally:
+        server.stop()
+    log = _peek_stderr(tmp_path).decode()
+    assert proc.returncode == 2, log[-3000:]
+    assert "no endpoint could be reached for 2 s" in log and "Traceback" not in log
+    assert not list((tmp_path / "out" / "errors").glob("*.parquet"))  # nothing marked failed
+    done = len(read_rows(tmp_path / "out" / "data"))
+    assert 0 < done < rows

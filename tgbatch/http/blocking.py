@@ -94,10 +94,7 @@ class BackgroundLoop:
 
 async def _shutdown(cleanup: Callable[[], Awaitable[None]] | None, iterators: list[AsyncGenerator[Any, None]]) -> None:
     # calls other threads still wait on: cancelled (they raise CancelledError there) rather than left to hang
-    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in others:
-        task.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
+    await _cancel_others()
     # streams abandoned open: closed from the outside in, so that each releases its response in order (the
     # loop's shutdown_asyncgens would close the nested generators in any order)
     for iterator in iterators:
@@ -105,3 +102,13 @@ async def _shutdown(cleanup: Callable[[], Awaitable[None]] | None, iterators: li
             await iterator.aclose()
     if cleanup is not None:
         await cleanup()
+    # closing a stream can leave a task of its own behind (an in-process server's response writer): a task
+    # still pending when the loop closes is reported on stderr at exit, so it is cancelled and awaited too
+    await _cancel_others()
+
+
+async def _cancel_others() -> None:
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)

@@ -136,6 +136,12 @@ class RetrySpec(_Strict):
     initial_wait_s: float = Field(0.5, ge=0, le=3600, description="First backoff wait, doubled each retry.")
     max_wait_s: float = Field(60.0, ge=0, le=86400, description="Longest wait between attempts (caps hints).")
     max_elapsed_s: float = Field(1800.0, gt=0, description="Give a row up after this many seconds of retrying.")
+    max_outage_s: float = Field(
+        1800.0,
+        gt=0,
+        description="How long every endpoint may be unreachable (connection refused, unknown host, TLS) before "
+        "the job stops (exit 2, nothing marked failed, resumable). Rows wait meanwhile, spending no attempts.",
+    )
 
 
 class OutputSpec(_Strict):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tgbatch.errors import TGBatchError, TransportError
+from tgbatch.errors import EndpointError, TGBatchError, TransportError
 from tgbatch.job.spec import JobSpec
 from tgbatch.output.schema import data_record, error_record
 from tgbatch.runner.control import RunControl
@@ -88,6 +88,9 @@ class RowRequester:
         except Stopped:
             return None
         except GaveUp as gave_up:
+            if isinstance(gave_up.error, TGBatchError) and gave_up.error.unreachable:
+                self.control.fail(outage_error(self.pool, self.spec.retry.max_elapsed_s))
+                return None  # the row stays pending: an outage is no row's failure
             return self._failed(work, gave_up.error, gave_up.attempts, tries)
         except TGBatchError as exc:
             if not exc.fatal:
@@ -100,6 +103,8 @@ class RowRequester:
         try:
             endpoint = await self.pool.acquire(avoid=tries.failed_on, deadline=deadline)
         except NoEndpointAvailable as exc:
+            if self.pool.outage_since() is not None:  # every server is down: the job's state, not the row's
+                raise TransportError(f"no endpoint is reachable: {exc}", unreachable=True) from exc
             raise TransportError(f"no endpoint could take the request in time: {exc}", retryable=False) from exc
         tries.endpoint = endpoint.url
         t0 = time.perf_counter()
@@ -149,6 +154,15 @@ class RowRequester:
             row=work.row,
         )
         return RowOutcome(RowDone(False, 0, tries.latency, tries.endpoint, attempts), record)
+
+
+def outage_error(pool: EndpointPool, waited_s: float) -> EndpointError:
+    urls = ", ".join(e.url for e in pool.endpoints)
+    return EndpointError(
+        f"no endpoint could be reached for {waited_s:g} s ({urls}); the job stopped. Nothing was marked failed: "
+        "start the server (or fix endpoint.url) and run the same command again to resume (retry.max_outage_s "
+        "sets how long an outage is waited out)"
+    )
 
 
 def unrenderable(

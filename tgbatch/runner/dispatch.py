@@ -28,7 +28,6 @@ import logging
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,15 +36,9 @@ import anyio
 from tgbatch.backends import Backend
 from tgbatch.errors import TGBatchError, TGIError
 from tgbatch.runner.concurrency import AIMDLimit
+from tgbatch.runner.overload import AnswerWindow, pause_for
 
 log = logging.getLogger("tgbatch.dispatch")
-
-#: a pause that reaches the cap ends somewhere in the top quarter below it, drawn per pause (see ``pause_for``)
-CAP_SPREAD = 0.25
-#: a hinted pause lasts the hint plus up to this share of it: never shorter than the server asked, and pools
-#: (processes) given the same hint at the same moment do not all come back at the same instant
-HINT_JITTER = 0.03
-
 
 @dataclass
 class PoolSettings:
@@ -64,54 +57,6 @@ class PoolSettings:
     overload_min_span_s: float = 1.0
     #: the first hint-less pause; pauses that follow each other double, up to ``cooldown_cap_s``
     overload_pause_s: float = 0.25
-
-
-class AnswerWindow:
-    """The answers of one endpoint over a sliding time window: how many, and how many were overload.
-
-    A success and a failure are one entry each (``deque`` appends and pops are O(1), and an entry leaves the
-    window once, so the cost per answer stays constant however busy the endpoint is)."""
-
-    __slots__ = ("_entries", "overloads")
-
-    def __init__(self) -> None:
-        self._entries: deque[tuple[float, bool]] = deque()
-        self.overloads = 0
-
-    def record(self, now: float, overload: bool, window_s: float) -> None:
-        self._entries.append((now, overload))
-        self.overloads += overload
-        self._expire(now - window_s)
-
-    def _expire(self, horizon: float) -> None:
-        entries = self._entries
-        while entries and entries[0][0] < horizon:
-            _, overload = entries.popleft()
-            self.overloads -= overload
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.overloads = 0
-
-    @property
-    def answers(self) -> int:
-        return len(self._entries)
-
-    def span(self, now: float) -> float:
-        """Seconds since the oldest answer still in the window (0 when empty)."""
-        return now - self._entries[0][0] if self._entries else 0.0
-
-
-def pause_for(base: float, cap: float, u: float, *, hinted: bool) -> float:
-    """How long to pause for a wanted pause of ``base`` seconds, given ``u``, a uniform draw in [0, 1).
-
-    A hint is honoured: the pause is the hint plus up to ``HINT_JITTER`` of it, never shorter (only a hint within
-    ``CAP_SPREAD`` of the cap may be cut a little). A backoff is jittered around its base (0.5x to 1.5x). The cap
-    does not come after that jitter, as one fixed ``min(pause, cap)``: each pause has its own ceiling, drawn from
-    the top ``CAP_SPREAD`` below ``cap``, so pauses that reach the cap (a hint beyond it, a long backoff) end at
-    different times in different pools and processes, never all at exactly ``cap``."""
-    wanted = base * (1.0 + HINT_JITTER * u) if hinted else base * (0.5 + u)
-    return min(wanted, cap * (1.0 - CAP_SPREAD * u))
 
 
 @dataclass(eq=False)
@@ -136,6 +81,8 @@ class Endpoint:
     overloaded: int = 0
     next_probe: float = 0.0
     probe_interval: float = 1.0
+    #: when the server stopped taking connections (``None`` while it is up): set aside and probed meanwhile
+    down_since: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     def usable(self, now: float) -> bool:
@@ -256,6 +203,11 @@ class EndpointPool:
             endpoint.overloaded += 1
             endpoint.limit.on_overload()
             self._cool_down(endpoint, getattr(error, "retry_after", None))
+        elif isinstance(error, TGBatchError) and error.unreachable:
+            # no connection at all: the server is down, whatever the other endpoints do; rows wait for /health
+            endpoint.failed += 1
+            if endpoint.down_since is None:
+                self._down(endpoint, error)
         elif not isinstance(error, TGBatchError) or error.retryable:
             endpoint.failed += 1
             endpoint.consecutive_failures += 1
@@ -328,7 +280,27 @@ class EndpointPool:
         endpoint.probe_interval = self.settings.probe_interval_s
         endpoint.next_probe = self._clock() + endpoint.probe_interval
 
+    def _down(self, endpoint: Endpoint, error: TGBatchError) -> None:
+        endpoint.down_since = self._clock()
+        self._eject(endpoint)
+        log.warning(
+            "endpoint %s unreachable since %s (%s); probing /health (every %g s at first, then up to every %g s)",
+            endpoint.url,
+            time.strftime("%H:%M:%S"),
+            error,
+            self.settings.probe_interval_s,
+            self.settings.probe_interval_cap_s,
+        )
+
+    def outage_since(self) -> float | None:
+        """When the current outage began, if every endpoint is down (a ``clock()`` time), else ``None``."""
+        down = [e.down_since for e in self.endpoints]
+        return None if any(since is None for since in down) else min(d for d in down if d is not None)
+
     def readmit(self, endpoint: Endpoint) -> None:
+        if endpoint.down_since is not None:
+            log.warning("endpoint %s is back after %.0f s", endpoint.url, self._clock() - endpoint.down_since)
+            endpoint.down_since = None
         endpoint.ejected = False
         endpoint.consecutive_failures = 0
         endpoint.cooldown_until = 0.0

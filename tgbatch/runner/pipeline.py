@@ -25,7 +25,7 @@ from tgbatch.input.rows import RowBatch, check_ids, iter_rows
 from tgbatch.metrics.live import LiveStats
 from tgbatch.output.layout import OutputDir
 from tgbatch.output.progress import ProgressFile
-from tgbatch.runner.attempt import RowOutcome, RowRequester, Work, unrenderable
+from tgbatch.runner.attempt import RowOutcome, RowRequester, Work, outage_error, unrenderable
 from tgbatch.runner.connect import calibrate, endpoint_of, wrap_client
 from tgbatch.runner.control import RunControl, RunOptions, RunResult, first_error
 from tgbatch.runner.dispatch import EndpointPool
@@ -144,8 +144,8 @@ class _Run:
             tg.start_soon(self._watch_stop)
             if self.options.max_runtime_s is not None:
                 tg.start_soon(self._runtime_budget, self.options.max_runtime_s)
-            if len(self.pool.endpoints) > 1:
-                tg.start_soon(self.pool.probe_forever)
+            tg.start_soon(self.pool.probe_forever)
+            tg.start_soon(self._watch_outage, self.spec.retry.max_outage_s)
             async with anyio.create_task_group() as stages:
                 stages.start_soon(self._read, batches_send)
                 stages.start_soon(self._render, batches_recv, work_send, results_send.clone())
@@ -272,6 +272,15 @@ class _Run:
                 if not self.drain.scopes:
                     self.drain.drained.set()
         self.drain.cancel_all()
+
+    async def _watch_outage(self, limit_s: float) -> None:
+        """Every endpoint down for ``limit_s``: stop (exit 2), every row still pending, resumable."""
+        while True:
+            since = self.pool.outage_since()
+            if since is not None and time.monotonic() - since >= limit_s:
+                self.control.fail(outage_error(self.pool, limit_s))
+                return
+            await anyio.sleep(1.0 if since is None else min(1.0, max(0.05, since + limit_s - time.monotonic())))
 
     async def _runtime_budget(self, seconds: float) -> None:
         await anyio.sleep(seconds)

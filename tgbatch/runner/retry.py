@@ -28,6 +28,11 @@ from tgbatch.runner.dispatch import is_overload
 T = TypeVar("T")
 
 
+def _unreachable(exc: BaseException | None) -> bool:
+    """No connection could be made: the endpoint pool sets the server aside and probes it; the row waits."""
+    return isinstance(exc, TGBatchError) and exc.unreachable
+
+
 class Stopped(Exception):
     """The job was asked to stop while a row waited to retry: the row stays pending."""
 
@@ -68,7 +73,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based). ``pooled``: an endpoint pool
         already pauses overloaded endpoints, so an overload answer needs only a little jitter here."""
         cap = self.spec.max_wait_s
-        if pooled and is_overload(exc):
+        if pooled and (is_overload(exc) or _unreachable(exc)):
             return self._rng.uniform(0, min(cap, self.spec.initial_wait_s) / 4)
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, int | float) and hint >= 0:
@@ -131,7 +136,7 @@ class RetryPolicy:
             def __call__(inner, state: RetryCallState) -> bool:
                 nonlocal charged
                 exc = state.outcome.exception() if state.outcome is not None else None
-                if not is_overload(exc):
+                if not (is_overload(exc) or _unreachable(exc)):  # the server's state, not the row's
                     charged += 1
                 return charged >= self.spec.attempts
 
