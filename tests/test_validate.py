@@ -108,3 +108,16 @@ def test_the_same_refusal_row_after_row_stops_the_run(tmp_path: Path) -> None:
 
     failed = read_rows(tmp_path / "out" / "errors")
     assert 20 <= len(failed) < 200
+
+
+def test_status_knows_the_remaining_rows_of_a_stopped_run(tmp_path: Path) -> None:
+    job = _job(tmp_path, rows=400)
+    slow = ["--set", "endpoint.url=sim://?decode_ms_per_token=20", "--set", "endpoint.concurrency=2"]
+    stopped = runner.invoke(app, ["run", str(job), *slow, "--max-runtime", "2"])
+    assert stopped.exit_code == 4, stopped.output
+    status = runner.invoke(app, ["status", str(tmp_path / "out"), "--json"])
+    import json
+
+    figures = json.loads(status.output)
+    assert figures["total"] == 400 and figures["remaining"] == 400 - figures["done"] - figures["failed"]
+    assert 0 < figures["remaining"] < 400

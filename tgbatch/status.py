@@ -185,6 +185,10 @@ def _total(by_count: dict[int, list[dict[str, Any]]], samples: int) -> int | Non
                 known[m["shard"]["index"]] = int(m["rows_selected"])
         if len(known) == count:
             best = sum(known.values()) * samples
+    if best is None:  # a run that stopped before reading all its input: the input's count, if it was made
+        counted = [m for group in by_count.values() for m in group if m.get("input_rows") is not None]
+        if counted:  # the latest run's count (a later run may have used another --limit)
+            best = int(max(counted, key=lambda m: str(m.get("updated_at")))["input_rows"]) * samples
     return best
 
 

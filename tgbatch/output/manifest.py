@@ -111,7 +111,7 @@ class Manifest:
     def add(self, files: list[CommittedFile]) -> None:
         self.files.extend(files)
 
-    def to_dict(self, *, complete: bool, rows_selected: int | None) -> dict[str, Any]:
+    def to_dict(self, *, complete: bool, rows_selected: int | None, input_rows: int | None = None) -> dict[str, Any]:
         index, count = self.out.shard
         return {
             "format": FORMAT,
@@ -124,6 +124,8 @@ class Manifest:
             "limit": self.limit,
             "complete": complete,
             "rows_selected": rows_selected,
+            # the whole input's rows (after the limit): every shard's manifest knows the job's size from it
+            "input_rows": input_rows,
             "rows_written": sum(f.rows for f in self.files if f.file.startswith("data/")),
             "rows_failed": sum(f.rows for f in self.files if f.file.startswith("errors/")),
             "created_at": self.created_at,
@@ -133,5 +135,5 @@ class Manifest:
             "files": [f.to_dict() for f in self.files],
         }
 
-    def write(self, *, complete: bool, rows_selected: int | None) -> None:
-        self.out.write_manifest(self.to_dict(complete=complete, rows_selected=rows_selected))
+    def write(self, *, complete: bool, rows_selected: int | None, input_rows: int | None = None) -> None:
+        self.out.write_manifest(self.to_dict(complete=complete, rows_selected=rows_selected, input_rows=input_rows))

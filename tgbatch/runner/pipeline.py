@@ -252,6 +252,7 @@ class _Run:
             return  # the reader reports unreadable input itself
         if self.limit is not None:
             rows = min(rows, self.limit)
+        self.read.input_rows = rows
         shards = self.options.shard[1]
         per_shard = rows if shards == 1 else math.ceil(rows / shards)
         result = self.events.result

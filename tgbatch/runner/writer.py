@@ -34,6 +34,8 @@ class ReadState:
     """What the reader has seen, for the manifest: rows selected so far, and whether the input is exhausted."""
 
     rows_selected: int = 0
+    #: the input's rows after the limit, once counted (in the background)
+    input_rows: int | None = None
     done: bool = False
 
 
@@ -150,7 +152,7 @@ class Writer:
                 committed.append(CommittedFile(f"{kind}/{path.name}", table.num_rows, tokens))
             # data before manifest: the shards are committed, then the manifest lists them
             self.manifest.add(committed)
-            self.manifest.write(complete=False, rows_selected=self._rows_selected())
+            self.manifest.write(complete=False, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
         except OSError as exc:
             raise OutputError(
                 f"cannot write to {str(self.out.root)!r}: {exc.strerror or exc} ({exc.filename or 'output'}). "
@@ -176,7 +178,7 @@ class Writer:
 
     def _final_manifest(self, complete: bool) -> None:
         try:
-            self.manifest.write(complete=complete, rows_selected=self._rows_selected())
+            self.manifest.write(complete=complete, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
         except OSError as exc:
             raise OutputError(
                 f"cannot write the manifest in {str(self.out.root)!r}: {exc.strerror or exc}. The committed shards "
