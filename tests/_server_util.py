@@ -30,6 +30,15 @@ async def sim(**config: Any) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+#: a prompt and a JSON schema the live-server tests share
+PROMPT = "Explain continuous batching in one paragraph"
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+    "required": ["name", "age"],
+}
+
+
 def sim_state(client: httpx.AsyncClient) -> Any:
     """The ``SimServer`` behind an in-process client (semaphore, latency, metrics)."""
     return client.app.state.sim  # type: ignore[attr-defined]

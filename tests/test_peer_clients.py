@@ -20,17 +20,11 @@ from huggingface_hub import InferenceClient
 from huggingface_hub import errors as hf_errors
 from text_generation.types import Grammar, GrammarType
 
-from ._server_util import live_servers
+from ._server_util import PROMPT, SCHEMA, live_servers
 
 # every test here starts a tgbatch serve process: `pytest -m 'not slow'` skips them
 pytestmark = pytest.mark.slow
 
-PROMPT = "Explain continuous batching in one paragraph"
-SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-    "required": ["name", "age"],
-}
 TOP_N_MESSAGE = "Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 6"
 
 

@@ -10,18 +10,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ._server_util import ROOT, LiveServer, body, cli_command, live_servers, sse_events
+from ._server_util import PROMPT, ROOT, SCHEMA, LiveServer, body, cli_command, live_servers, sse_events
 
 # every test here starts processes (tgbatch serve, tgbatch run): `pytest -m 'not slow'` skips them
 pytestmark = pytest.mark.slow
 
-PROMPT = "Explain continuous batching in one paragraph"
-SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-    "required": ["name", "age"],
-}
-TOP_N_MESSAGE = "Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 6"
 
 
 @pytest.fixture(scope="module")
