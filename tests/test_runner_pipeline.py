@@ -482,3 +482,12 @@ def test_resuming_a_finished_job_says_nothing_is_left(tmp_path: Path, data: Path
 def test_status_of_a_missing_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["status", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such folder" in result.output
+
+
+def test_status_after_a_no_op_resume_says_nothing_was_left(tmp_path: Path, data: Path) -> None:
+    job = _job(tmp_path, data)
+    assert run_cli(str(job), "--limit", "5").exit_code == 0
+    assert run_cli(str(job), "--limit", "5").exit_code == 0
+    out = str(tmp_path / "runs" / "t")
+    status = runner.invoke(app, ["status", out])
+    assert "nothing left to do" in status.output and "0.0 rows/s" not in status.output

@@ -146,6 +146,9 @@ def _echo_endpoints(snapshot: dict[str, Any]) -> None:
 def _echo_last_run(last: dict[str, Any]) -> None:
     reason = last.get("reason")
     when = _clock_time(str(last.get("updated_at")))
+    if last.get("state") == "finished" and not (last.get("done_this_run") or last.get("failed_this_run")):
+        typer.echo(f"last run:   finished at {when}: nothing left to do (every row was already written)")
+        return
     typer.echo(
         f"last run:   {last.get('state')}{f' ({reason})' if reason else ''} at {when}: "
         f"{last.get('done_this_run')} generated, {last.get('failed_this_run')} failed in "
