@@ -55,3 +55,11 @@ def test_register_all_for_in_process_use() -> None:
     cli._register()
     names = {c.name for c in cli.app.registered_commands}
     assert set(COMMANDS) <= names
+
+
+def test_help_reads_as_written() -> None:
+    """Flags show no made-up value (``--fresh <bool>``) and the usage line names the argument plainly."""
+    result = _tgbatch("run", "--help")
+    assert "[OPTIONS] JOB" in result.stdout and "{" not in result.stdout.splitlines()[1]
+    fresh = next(line for line in result.stdout.splitlines() if "--fresh" in line)
+    assert "<bool>" not in fresh and "BOOL" not in fresh
