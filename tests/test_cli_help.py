@@ -63,3 +63,16 @@ def test_help_reads_as_written() -> None:
     assert "[OPTIONS] JOB" in result.stdout and "{" not in result.stdout.splitlines()[1]
     fresh = next(line for line in result.stdout.splitlines() if "--fresh" in line)
     assert "<bool>" not in fresh and "BOOL" not in fresh
+
+
+def test_library_warnings_print_once() -> None:
+    """datasets and huggingface_hub print through handlers of their own: a run must not print them twice."""
+    code = (
+        "from tgbatch.cli._progress import setup_logging\n"
+        "setup_logging()\n"
+        "import datasets, huggingface_hub, logging\n"
+        "logging.getLogger('datasets.load').warning('W-datasets')\n"
+        "logging.getLogger('huggingface_hub.utils').warning('W-hub')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stderr.count("W-datasets") == 1 and result.stderr.count("W-hub") == 1, result.stderr

@@ -39,6 +39,9 @@ def setup_logging(verbose: bool = False) -> None:
     # httpx logs every request at INFO: far too much for a batch job
     for noisy in ("httpx", "httpcore", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # these print through handlers of their own: passed on to ours too, every warning would show twice
+    for own_handler in ("datasets", "huggingface_hub"):
+        logging.getLogger(own_handler).propagate = False
 
 
 
