@@ -60,3 +60,30 @@ def test_a_null_id_is_named(tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", job_dict(data, output={"dir": str(tmp_path / "out")}))
     result = runner.invoke(app, ["run", str(job)])
     assert result.exit_code == 2 and "position 1" in result.output
+
+
+def test_a_mistyped_hub_id_is_said_at_once(tmp_path: Path) -> None:
+    """The Hub (here a loopback stand-in that knows no dataset) says 404: no retries, exit 2 within seconds."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from ._loopback import recording_server
+
+    job = write_job(
+        tmp_path / "job.yaml", {**job_dict(tmp_path / "x.jsonl"), "dataset": {"path": "someorg/no-such-dataset"}}
+    )
+    with recording_server() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "", "HF_DATASETS_OFFLINE": ""}
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "tgbatch", "validate", str(job), "--offline"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    assert result.returncode == 2, result.stderr
+    assert "is neither a local file or folder nor a dataset on the Hub" in result.stderr
+    assert time.monotonic() - start < 15 and "Traceback" not in result.stderr

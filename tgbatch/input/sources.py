@@ -9,6 +9,7 @@ id hashes to I.
 from __future__ import annotations
 
 import glob as globlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,6 +173,7 @@ def _saved_source(path: Path, split: str) -> DatasetsSource:
 def _hub_source(name: str, config: str | None, split: str) -> DatasetsSource:
     import datasets
 
+    _check_on_hub(name)
     try:
         loaded = datasets.load_dataset(name, name=config, split=split)
     except Exception as exc:  # network, auth, missing repo, unknown split: all reported with the cause
@@ -181,3 +183,26 @@ def _hub_source(name: str, config: str | None, split: str) -> DatasetsSource:
         ) from exc
     identity = {"kind": "hub", "path": name, "config": config, "split": split}
     return DatasetsSource(loaded, "hub", identity)
+
+
+def _check_on_hub(name: str) -> None:
+    """One quick question to the Hub before ``datasets`` downloads: a mistyped id is said at once, instead of
+    after ``datasets``' retries (about 25 s). Anything but "no such dataset" (offline, a slow Hub) leaves the
+    answer to ``datasets``, which may still find the dataset in its cache."""
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
+        return
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().dataset_info(name, timeout=10)
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 404:
+            raise DatasetError(
+                f"dataset.path: {name!r} is neither a local file or folder nor a dataset on the Hub; check the "
+                "path (relative paths are looked up next to the job file, then in the current directory) or the "
+                "Hub id (a private or gated dataset needs a token: HF_TOKEN)"
+            ) from exc
+    except Exception:  # offline, or the Hub unreachable: datasets decides, with its cache
+        pass
