@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,37 @@ def test_library_warnings_print_once() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stderr.count("W-datasets") == 1 and result.stderr.count("W-hub") == 1, result.stderr
+
+
+def test_a_terminal_of_zero_columns_gets_log_lines(tmp_path: Path) -> None:
+    """Some terminals (a CI pseudo-terminal, a detached pane) report 0 columns: a bar would show nothing there."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from .runner_util import job_dict, prompts, write_job, write_jsonl
+
+    data = write_jsonl(tmp_path / "p.jsonl", prompts(20))
+    job = write_job(tmp_path / "job.yaml", job_dict(data, output={"dir": str(tmp_path / "out")}))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 0, 0, 0))  # 24 rows, 0 columns
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tgbatch", "run", str(job)], stderr=follower, stdout=subprocess.PIPE, timeout=120
+        )
+    finally:
+        os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"rows this run" in output, output[-2000:]
