@@ -53,8 +53,9 @@ async def run_job(
     out = OutputDir(prepared.job.output_dir, options.shard)
     limit = options.limit if options.limit is not None else spec.dataset.limit
     with out.locked():
-        await anyio.to_thread.run_sync(check_ids, prepared.source, spec.dataset.id_column, limit)
+        # the server first: a down endpoint is said within seconds, before the ids of a large input are read
         await calibrate(pool, spec.endpoint)
+        await anyio.to_thread.run_sync(check_ids, prepared.source, spec.dataset.id_column, limit)
         opened = await anyio.to_thread.run_sync(open_output, prepared, out, options, limit)
         run = _Run(prepared, pool, out, opened, options, progress or ProgressSink(), control or RunControl(), limit)
         try:
