@@ -282,20 +282,24 @@ def _wait_for_log(proc: subprocess.Popen[bytes], tmp_path: Path, text: bytes) ->
         time.sleep(0.02)
 
 
+def _outage_job(tmp_path: Path, rows: int, url: str, **retry: float) -> Path:
+    """Few attempts a row: an outage that spent them would fail rows."""
+    return _job(
+        tmp_path,
+        rows,
+        endpoint={"url": url, "concurrency": 8},
+        retry={"attempts": 3, "initial_wait_s": 0.01, "max_wait_s": 0.2, **retry},
+        output={"rows_per_shard": 100},
+    )
+
+
 def test_a_server_restarted_mid_run_fails_no_row(tmp_path: Path) -> None:
     """The only server dies mid-run and comes back on the same port: the job waits (logging the outage), spends
     no row's attempts on it, and finishes with every row and nothing failed."""
     rows = 3000
     server = LiveServer("--decode-ms-per-token", "0.2").start().wait_ready()
     try:
-        job = _job(
-            tmp_path,
-            rows,
-            endpoint={"url": server.url, "concurrency": 8},
-            retry={"attempts": 3, "initial_wait_s": 0.01, "max_wait_s": 0.2},
-            output={"rows_per_shard": 100},
-        )
-        proc = _start(job)
+        proc = _start(_outage_job(tmp_path, rows, server.url))
         _wait_for_shards(proc, tmp_path / "out" / "data", 3)
         server.stop()
         _wait_for_log(proc, tmp_path, b"unreachable since")
@@ -315,14 +319,7 @@ def test_an_outage_longer_than_max_outage_stops_resumably(tmp_path: Path) -> Non
     rows = 3000
     server = LiveServer("--decode-ms-per-token", "0.2").start().wait_ready()
     try:
-        job = _job(
-            tmp_path,
-            rows,
-            endpoint={"url": server.url, "concurrency": 8},
-            retry={"attempts": 3, "initial_wait_s": 0.01, "max_wait_s": 0.2, "max_outage_s": 2},
-            output={"rows_per_shard": 100},
-        )
-        proc = _start(job)
+        proc = _start(_outage_job(tmp_path, rows, server.url, max_outage_s=2))
         _wait_for_shards(proc, tmp_path / "out" / "data", 2)
         server.stop()
         proc.wait(timeout=DEADLINE_S)

@@ -11,7 +11,7 @@ from typing import Any
 
 from tgbatch.errors import ResumeError
 from tgbatch.metrics.merge import merge_snapshots
-from tgbatch.output.layout import OutputDir
+from tgbatch.output.layout import OutputDir, shard_rows
 from tgbatch.output.progress import is_live, pid_alive, read_stats_files
 
 #: the bulky parts of a snapshot that ``status --json`` leaves out (they are for merging shards)
@@ -108,7 +108,7 @@ def _count(root: Path, files: list[Path], listed: dict[str, dict[str, Any]], *, 
     rows = total_tokens = 0
     for path in files:
         entry = listed.get(str(path.relative_to(root)))
-        rows += int(entry["rows"]) if entry is not None else _rows(path)
+        rows += int(entry["rows"]) if entry is not None else shard_rows(path)
         if tokens:
             known = entry.get("tokens") if entry is not None else None
             total_tokens += int(known) if known is not None else _tokens(path)
@@ -190,15 +190,6 @@ def _total(by_count: dict[int, list[dict[str, Any]]], samples: int) -> int | Non
         if counted:  # the latest run's count (a later run may have used another --limit)
             best = int(max(counted, key=lambda m: str(m.get("updated_at")))["input_rows"]) * samples
     return best
-
-
-def _rows(path: Path) -> int:
-    import pyarrow.parquet as pq  # only for files no manifest describes: status starts without Arrow
-
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except (OSError, ValueError) as exc:
-        raise ResumeError(f"{str(path)!r} is unreadable: {exc}") from exc
 
 
 def _tokens(path: Path) -> int:

@@ -9,7 +9,6 @@ import typer
 
 from tgbatch.cli import app
 from tgbatch.cli._errors import exit_codes
-from tgbatch.errors import SpecError, ValidationError
 
 if TYPE_CHECKING:
     from tgbatch.runner import Prepared
@@ -115,7 +114,7 @@ async def _check_endpoint(prepared: Prepared) -> list[str]:
 
 async def _check_one(prepared: Prepared, url: str) -> str:
     from tgbatch.runner import make_backend, read_token
-    from tgbatch.runner.connect import reach
+    from tgbatch.runner.connect import check_limits, reach
 
     spec = prepared.job.spec
     backend = make_backend(spec, read_token(spec.endpoint), url)
@@ -125,12 +124,7 @@ async def _check_one(prepared: Prepared, url: str) -> str:
         await backend.aclose()
     if capacity is None:
         return f"server:      {backend.url}: answers, but not TGI's /info; parameters not checked against its limits"
-    try:
-        backend.check_limits(capacity)
-    except ValidationError as exc:
-        raise SpecError(
-            f"parameters: the endpoint {backend.url} ({capacity.model_id}) would refuse them: {exc.message}"
-        ) from exc
+    check_limits(backend, capacity)
     return (
         f"server:      {backend.url}: {capacity.model_id} ({capacity.version}), "
         f"max_input_tokens={capacity.max_input_tokens}, max_total_tokens={capacity.max_total_tokens}, "

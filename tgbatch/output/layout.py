@@ -92,7 +92,7 @@ class OutputDir:
         out = []
         for kind in KINDS:
             for path in self.committed(kind, own_only=True):
-                out.append(CommittedFile(f"{kind}/{path.name}", _rows(path)))
+                out.append(CommittedFile(f"{kind}/{path.name}", shard_rows(path)))
         return out
 
     def next_seq(self) -> int:
@@ -196,7 +196,8 @@ def _dump_yaml(data: dict[str, Any]) -> str:
     return yaml.dump(data, Dumper=BlockDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _rows(path: Path) -> int:
+def shard_rows(path: Path) -> int:
+    """A committed shard's row count, from its Parquet footer (Arrow is imported only when one is read)."""
     import pyarrow.parquet as pq
 
     try:

@@ -101,6 +101,16 @@ async def reach(backend: Backend, *, timeout_s: float = INFO_TIMEOUT_S) -> Capac
         return None
 
 
+def check_limits(backend: Backend, capacity: Capacity) -> None:
+    """``SpecError`` with the server's own message when its limits refuse the job's parameters."""
+    try:
+        backend.check_limits(capacity)
+    except ValidationError as exc:
+        raise SpecError(
+            f"parameters: the endpoint {backend.url} ({capacity.model_id}) would refuse them: {exc.message}"
+        ) from exc
+
+
 async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
     """Before the first row: every endpoint must be reachable (``EndpointError`` otherwise, within seconds) and
     accept the job's parameters under its limits (``SpecError`` with the server's message otherwise). With
@@ -111,12 +121,7 @@ async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
         capacity = await reach(endpoint.client)
         if capacity is None:
             return
-        try:
-            endpoint.client.check_limits(capacity)
-        except ValidationError as exc:
-            raise SpecError(
-                f"parameters: the endpoint {endpoint.url} ({capacity.model_id}) would refuse them: {exc.message}"
-            ) from exc
+        check_limits(endpoint.client, capacity)
         if spec.concurrency == "auto" and capacity.max_concurrent_requests:
             cap = max(1, min(spec.max_concurrency, capacity.max_concurrent_requests))
             endpoint.limit.max_limit = cap
