@@ -42,6 +42,8 @@ class GenerationResult:
     reasoning: str | None = None
     model: str | None = None
     details: dict[str, Any] | None = None
+    #: a chat answer's tool calls as JSON text (a list of OpenAI ``tool_calls``, ``arguments`` as strings)
+    tool_calls: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Capacity:
 
     model_id: str | None = None
     version: str | None = None
+    #: the server's kind, detected or given (``tgi``, ``vllm``, ``sglang``, ``openai`` for any other)
+    server: str | None = None
     max_concurrent_requests: int | None = None
     max_input_tokens: int | None = None
     max_total_tokens: int | None = None

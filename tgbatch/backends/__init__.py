@@ -31,6 +31,12 @@ class Backend(Protocol):
         """Raise ``tgbatch.errors.ValidationError`` when the job's parameters break the server's limits."""
         ...
 
+    async def queue(self) -> int | None:
+        """Requests waiting in the server's queue (its ``/metrics`` gauge, e.g. ``tgi_queue_size``,
+        ``vllm:num_requests_waiting``); ``None`` when the server does not say. Servers that queue instead of
+        refusing are throttled on it."""
+        ...
+
     async def health(self) -> bool:
         """``True`` when the server says it can take requests, ``False`` when it says it cannot."""
         ...

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from tgbatch.backends.prometheus import gauge
 from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.backends.tgi.models import Response
 from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_parameters
 from tgbatch.backends.tgi.wire import GenerateEncoder, parse_response, parse_summary
+from tgbatch.errors import ServerError
 from tgbatch.types import Capacity, GenerationRequest, GenerationResult
 
 
@@ -69,6 +71,15 @@ class TGIBackend:
         )
         check_best_of(self.parameters, limits)
         check_parameters(self.parameters, limits)
+
+    async def queue(self) -> int | None:
+        """TGI's ``tgi_queue_size`` gauge; ``None`` when ``/metrics`` is missing or does not have it."""
+        try:
+            text = await self.client.metrics()
+        except ServerError:
+            return None
+        value = gauge(text, ("tgi_queue_size",))
+        return None if value is None else int(value)
 
     async def health(self) -> bool:
         return await self.client.health()

@@ -190,6 +190,13 @@ class AsyncClient:
         answer = await self._transport.request("GET", "/health", headers=self._config.headers)
         return parse_health(answer.status, answer.headers, answer.body)
 
+    async def metrics(self) -> str:
+        """``GET /metrics``: the server's Prometheus text; an error answer raises."""
+        answer = await self._transport.request("GET", "/metrics", headers=self._config.headers)
+        if not 200 <= answer.status < 300:
+            raise error_from_response(answer.status, answer.headers, answer.body)
+        return answer.body.decode("utf-8", "replace")
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 
