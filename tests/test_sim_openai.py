@@ -258,3 +258,22 @@ def test_tgbatch_serve_speaks_each_flavour_to_the_openai_client(flavor: str) -> 
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens  # type: ignore[union-attr]
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == r.choices[0].message.content
     assert done.usage is not None and done.usage.completion_tokens == 3
+
+
+async def test_tgi_completion_stream_has_the_recorded_snapshots_shape() -> None:
+    path = SNAPSHOTS / "test_completion_prompts/test_flash_llama_completion_many_prompts_stream.json"
+    recorded = json.loads(path.read_text())
+    async with client() as c:
+        body = {"prompt": ["Say", "Hello", "How are", "Why"], "max_tokens": 10, "seed": 0, "stream": True}
+        r = await c.post("/completions", body=body, cast_to=httpx.Response)
+    frames = [f[len("data: ") :] for f in r.text.split("\n\n") if f.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    ours = [json.loads(f) for f in frames[:-1]]
+    assert len(ours) == len(recorded) == 40
+    finals = [o for o in ours if o["choices"][0]["finish_reason"]]
+    assert sorted(o["choices"][0]["index"] for o in finals) == [0, 1, 2, 3]
+    for mine in ours:
+        # the recorded chunks carry a usage null the recording client added; TGI's Chunk has no usage
+        assert set(mine) == set(recorded[0]) - ({"usage"} if not mine["choices"][0]["finish_reason"] else set())
+        assert set(mine["choices"][0]) == set(recorded[0]["choices"][0])
+    assert all(set(o["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"} for o in finals)

@@ -55,7 +55,9 @@ class _Chunks:
         obj = dict(self.head)
         obj["object"] = "chat.completion.chunk" if self.job.chat else "text_completion"
         obj["choices"] = choices
-        if self.flavor.name != "vllm" or usage is not None:
+        # vLLM leaves usage out until the end; TGI's completion Chunk has none (its CompletionFinal has it)
+        tgi_chunk = self.flavor.name == "tgi" and not self.job.chat
+        if usage is not None or not (self.flavor.name == "vllm" or tgi_chunk):
             obj["usage"] = usage
         return frame(obj)
 
@@ -124,17 +126,23 @@ def events(flavor: Flavor, job: Job, outputs: list[Output], created: int) -> Ite
     if flavor.name != "tgi" and job.chat:
         yield c.chunk([_opening(c, o) for o in outputs]), False
     pieces = [_pieces(flavor, o) for o in outputs]
+    # TGI's completions stream ends each prompt with a CompletionFinal carrying that prompt's usage
+    tgi_completion = flavor.name == "tgi" and not job.chat
     longest = max((len(p) for p in pieces), default=0)
     for k in range(longest):
         for out, steps in zip(outputs, pieces, strict=True):
             if k >= len(steps):
                 continue
             step, piece = steps[k]
-            choice = _step_choice(c, out, step, piece, k, k == len(steps) - 1)
-            yield (c.chunk([choice]) if choice is not None else b""), True
+            last = k == len(steps) - 1
+            choice = _step_choice(c, out, step, piece, k, last)
+            final = tgi_completion and last and out.finish != "eos_token"
+            usage = shape.usage(flavor, [out], 1) if final else None
+            yield (c.chunk([choice], usage) if choice is not None else b""), True
     for out, steps in zip(outputs, pieces, strict=True):
         if flavor.name != "tgi" or out.finish == "eos_token" or not steps:
-            yield c.chunk([_closing(c, out)]), out.finish == "eos_token"
-    if job.include_usage or (flavor.name == "tgi" and not job.chat):
+            usage = shape.usage(flavor, [out], 1) if tgi_completion else None
+            yield c.chunk([_closing(c, out)], usage), out.finish == "eos_token"
+    if job.include_usage and not tgi_completion:
         yield c.chunk([], shape.usage(flavor, outputs, job.n)), False
     yield DONE, False
