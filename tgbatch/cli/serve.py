@@ -22,6 +22,7 @@ def _default(name: str) -> Any:
     return _D[name].default
 
 
+_SERVER = "Server flavour"
 _ROUTER = "Router limits (TGI)"
 _MODEL = "Simulated model"
 _LATENCY = "Latency model"
@@ -32,6 +33,11 @@ _FAULTS = "Fault injection"
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    flavor: Annotated[str, typer.Option(help=_help("flavor"), rich_help_panel=_SERVER)] = _default("flavor"),
+    max_queued_requests: Annotated[
+        int | None, typer.Option(help=_help("max_queued_requests"), rich_help_panel=_SERVER)
+    ] = None,
+    reasoning: Annotated[bool, typer.Option(help=_help("reasoning"), rich_help_panel=_MODEL)] = _default("reasoning"),
     model_id: Annotated[str, typer.Option(help=_help("model_id"), rich_help_panel=_ROUTER)] = _default("model_id"),
     max_concurrent_requests: Annotated[
         int, typer.Option(help=_help("max_concurrent_requests"), rich_help_panel=_ROUTER)
@@ -101,7 +107,9 @@ def serve_command(
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Run a TGI-compatible simulated server (no GPU, no weights): TGI's protocol, a deterministic model,
-    a latency model and fault injection."""
+    a latency model and fault injection.
+
+    With --flavor vllm or sglang it plays that server's OpenAI API instead (its queue, errors and fields)."""
     from tgbatch.sim.run import bind, serve
 
     options = {
@@ -119,7 +127,8 @@ def serve_command(
     except OSError as exc:
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"tgbatch serve: simulated TGI '{config.model_id}' on http://{host}:{port}", err=True)
+    name = {"tgi": "TGI", "vllm": "vLLM", "sglang": "SGLang"}[config.flavor]
+    typer.echo(f"tgbatch serve: simulated {name} '{config.model_id}' on http://{host}:{port}", err=True)
     serve(config, host, port, log_level=log_level, access_log=access_log, sock=sock)
 
 

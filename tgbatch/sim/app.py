@@ -340,17 +340,41 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return Response(status_code=status, headers=headers)
 
 
+async def _fastapi_not_found(request: Request, exc: Exception) -> Response:
+    # vLLM and SGLang are FastAPI apps: unknown routes get {"detail": "Not Found"}
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    detail = "Not Found" if status == 404 else "Method Not Allowed"
+    return _json(status, {"detail": detail})
+
+
 def build_app(config: SimConfig) -> Starlette:
+    from tgbatch.sim.openai.routes import OpenAIRoutes
+
     server = SimServer(config)
+    openai = OpenAIRoutes(server)
     routes = [
-        Route("/generate", server.generate, methods=["POST"]),
-        Route("/generate_stream", server.generate_stream, methods=["POST"]),
-        Route("/", server.compat, methods=["GET", "POST"]),
-        Route("/info", server.info, methods=["GET"]),
+        Route("/v1/chat/completions", openai.chat, methods=["POST"]),
+        Route("/v1/completions", openai.completions, methods=["POST"]),
+        Route("/v1/models", openai.models, methods=["GET"]),
         Route("/health", server.health, methods=["GET"]),
-        Route("/ping", server.health, methods=["GET"]),
-        Route("/metrics", server.prometheus, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+    if config.flavor == "tgi":
+        routes += [
+            Route("/generate", server.generate, methods=["POST"]),
+            Route("/generate_stream", server.generate_stream, methods=["POST"]),
+            Route("/", server.compat, methods=["GET", "POST"]),
+            Route("/info", server.info, methods=["GET"]),
+            Route("/ping", server.health, methods=["GET"]),
+            Route("/metrics", server.prometheus, methods=["GET"]),
+        ]
+        handlers = {404: _not_found, 405: _not_found}
+    else:
+        routes += [
+            Route("/version", openai.version, methods=["GET"]),
+            Route("/metrics", openai.metrics, methods=["GET"]),
+        ]
+        handlers = {404: _fastapi_not_found, 405: _fastapi_not_found}
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.sim = server
+    app.state.openai = openai
     return app

@@ -3,7 +3,7 @@ model and the fault knobs. One pydantic model, so ``sim://`` query parameters an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import pydantic
@@ -17,9 +17,26 @@ TGI_VERSION = "3.3.6"
 
 
 class SimConfig(BaseModel):
-    """Every knob of the simulated TGI server."""
+    """Every knob of the simulated server."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # -- which server it plays --
+    flavor: Literal["tgi", "vllm", "sglang"] = Field(
+        "tgi",
+        description="Which server to imitate on the OpenAI routes: 'tgi' (TGI's Messages API plus /generate), "
+        "'vllm' or 'sglang' (their OpenAI servers: a FIFO queue instead of 429s, their error shapes and fields).",
+    )
+    max_queued_requests: int | None = Field(
+        None,
+        ge=0,
+        description="vllm/sglang: most requests waiting for a batch slot; beyond it 503 (unset: unbounded queue).",
+    )
+    reasoning: bool = Field(
+        False,
+        description="The model thinks before it answers: vllm puts the thinking in message.reasoning, sglang in "
+        "reasoning_content, tgi inline between think tags.",
+    )
 
     # -- router (TGI launcher flags and defaults) --
     model_id: str = Field("tgbatch/sim", min_length=1, description="Model id reported by /info and in errors.")

@@ -137,3 +137,11 @@ async def read_body(request: Request, payload_limit: int, *, compat: bool) -> di
     except ValidationError as exc:  # error_type None: serde's text/plain 422, not TGI's JSON one
         raise Rejection(422, str(exc)) from exc
     return body
+
+
+async def read_json(request: Request, payload_limit: int, *, require_json_type: bool) -> Any:
+    """Any JSON body (the OpenAI routes), with axum's size and syntax rejections; ``require_json_type``: TGI's
+    extractor refuses a body without a JSON content type (FastAPI servers parse it anyway)."""
+    if require_json_type and not _is_json_type(request.headers.get("content-type")):
+        raise Rejection(415, _MISSING_JSON)
+    return parse_json(await _read_limited(request, payload_limit))
