@@ -164,4 +164,3 @@ class CompletionsParameters(_OpenAIParameters):
 
 
 OpenAIParameters = ChatParameters | CompletionsParameters
-

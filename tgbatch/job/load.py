@@ -206,6 +206,8 @@ def _explain(exc: PydanticValidationError, api: str = "generate") -> str:
             known = _known_keys(loc[:-1], api)
             close = difflib.get_close_matches(loc[-1], known, n=1)
             hint = f"did you mean `{close[0]}`? " if close else ""
+            if api == "generate" and loc[:1] == ["parameters"] and loc[-1] in ChatParameters.model_fields:
+                hint = "it is an OpenAI name: a chat or completions job sets endpoint.api: chat|completions; " + hint
             lines.append(f"{where}: unknown key; {hint}known keys here: {', '.join(known)}")
         elif kind == "missing":
             lines.append(f"{where}: required but missing")

@@ -37,6 +37,8 @@ class Renderer(Protocol):
 
     #: the output column holding the rendered input: ``prompt`` or ``messages``
     input_column: str
+    #: rendering runs the job's templates: a failure on the very first rows is the template's, not the data's
+    templated: bool
 
     @property
     def uses_whole_row(self) -> bool: ...
@@ -50,6 +52,7 @@ class Renderer(Protocol):
 
 class PromptRenderer:
     input_column = "prompt"
+    templated = True
 
     def __init__(self, template: PromptTemplate) -> None:
         self.template = template
@@ -77,6 +80,7 @@ class UserMessageRenderer(PromptRenderer):
 
 class MessagesRenderer:
     input_column = "messages"
+    templated = True
 
     def __init__(self, messages: MessagesTemplate) -> None:
         self.messages = messages
@@ -97,6 +101,7 @@ class MessagesRenderer:
 
 class ColumnRenderer:
     input_column = "messages"
+    templated = False
 
     def __init__(self, column: str) -> None:
         self.column = column

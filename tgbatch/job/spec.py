@@ -184,6 +184,10 @@ class OutputSpec(_Strict):
 
 JobParameters = Parameters | ChatParameters | CompletionsParameters
 _INPUTS = ("template", "template_file", "messages", "messages_column")
+_EXACTLY_ONE = (
+    "give exactly one of `template` (inline text), `template_file` (a path), `messages` (chat messages, each "
+    "content a template) or `messages_column` (a column of message lists); given: {given}"
+)
 
 
 class JobSpec(_Strict):
@@ -222,6 +226,8 @@ class JobSpec(_Strict):
         """Validate ``parameters`` by the api's own model (a union would try each and report all three)."""
         if not isinstance(data, dict) or not isinstance(data.get("parameters", {}), dict):
             return data
+        if all(data.get(key) is None for key in _INPUTS):  # said first: without it, the api is a guess
+            raise ValueError(_EXACTLY_ONE.format(given="none"))
         models: dict[str, type[BaseModel]] = {"chat": ChatParameters, "completions": CompletionsParameters}
         model = models.get(_api_of(data), Parameters)
         try:
@@ -233,10 +239,7 @@ class JobSpec(_Strict):
     def _check_input(self) -> JobSpec:
         given = [k for k in _INPUTS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
-                "give exactly one of `template` (inline text), `template_file` (a path), `messages` (chat messages, "
-                f"each content a template) or `messages_column` (a column of message lists); given: {given or 'none'}"
-            )
+            raise ValueError(_EXACTLY_ONE.format(given=given))
         api = self.api
         if api != "chat" and given[0].startswith("messages"):
             raise ValueError(

@@ -103,7 +103,9 @@ def _preview(
             try:
                 preview.append((row_id, renderer.render(row, row_id).show()))
             except TemplateError as exc:
-                raise BadTemplateError(str(exc)) from exc
+                if renderer.templated:
+                    raise BadTemplateError(str(exc)) from exc
+                preview.append((row_id, f"(this row goes to errors/: {exc})"))
     return preview
 
 
