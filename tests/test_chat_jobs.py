@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tgbatch.backends.openai.backend import OpenAIBackend
 from tgbatch.cli import _register, app
-from tgbatch.errors import AuthenticationError, EndpointError, ResumeError
+from tgbatch.errors import AuthenticationError, BadRequestError, EndpointError, ResumeError
 from tgbatch.job.load import load_job
 from tgbatch.runner import make_backend, prepare, run_job
 from tgbatch.types import Capacity, GenerationRequest, GenerationResult
@@ -261,3 +261,31 @@ def test_validate_asks_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.output
     assert "server:      fake://chat: vllm, model fake/model (0.9), context length 4096" in result.output
     assert "[system] You are terse.\n[user] What is 0 plus 0?" in result.output
+
+
+class RefusesRow(FakeChat):
+    """Refuses the row whose question mentions 7 as vLLM does a too-long prompt."""
+
+    async def request(self, request: GenerationRequest) -> GenerationResult:
+        if request.messages and "7 plus" in request.messages[-1]["content"]:
+            raise BadRequestError("This model's maximum context length is 16 tokens", status_code=400)
+        return await super().request(request)
+
+
+def test_server_refusals_and_null_columns_go_to_errors(tmp_path: Path) -> None:
+    rows = prompts(12)
+    rows[4]["question"] = None
+    job = chat_job(tmp_path, write_jsonl(tmp_path / "q.jsonl", rows))
+    result = run(job, RefusesRow())
+    assert result.complete
+    errors = {r["row_id"]: r for r in read_rows(tmp_path / "out" / "errors")}
+    assert sorted(errors) == ["r00004", "r00007"]
+    refused = errors["r00007"]
+    assert refused["error_type"] == "BadRequestError" and refused["http_status"] == 400
+    assert "maximum context length" in refused["message"] and refused["messages"][1]["content"] == "What is 7 plus 7?"
+    null = errors["r00004"]
+    assert (
+        null["error_type"] == "TemplateError"
+        and "messages[1].content: row 'r00004' would print null" in null["message"]
+    )
+    assert len(read_rows(tmp_path / "out" / "data")) == 10
