@@ -55,7 +55,9 @@ def validate_command(
     typer.echo(f"columns:     {', '.join(prepared.source.schema.names)}")
     typer.echo(f"row id:      {spec.dataset.id_column or 'the row position'}")
     typer.echo(f"carried:     {', '.join(dst for _, dst in prepared.carried) or '(none)'}")
-    typer.echo(f"parameters:  {spec.parameters.to_wire()}")
+    if spec.api != "generate":
+        typer.echo(f"api:         {spec.api} (model: {spec.endpoint.model or 'the server first model'})")
+    typer.echo(f"parameters:  {_parameters(prepared)}")
     typer.echo(
         f"seed:        {spec.seed_policy}"
         + (f" (value {spec.seed.value})" if spec.seed_policy in ("fixed", "per_row") else "")
@@ -75,6 +77,13 @@ def validate_command(
         typer.echo(f"--- row {row_id} ---")
         typer.echo(prompt)
     typer.echo("---\nvalid")
+
+
+def _parameters(prepared: Prepared) -> dict[str, object]:
+    from tgbatch.backends.tgi.rules import Parameters
+
+    params = prepared.job.spec.parameters
+    return params.to_wire() if isinstance(params, Parameters) else params.model_dump(mode="json", exclude_unset=True)
 
 
 def _token_state(token_env: str) -> str:
@@ -125,6 +134,11 @@ async def _check_one(prepared: Prepared, url: str) -> str:
     if capacity is None:
         return f"server:      {backend.url}: answers, but not TGI's /info; parameters not checked against its limits"
     check_limits(backend, capacity)
+    if spec.api != "generate":
+        return (
+            f"server:      {backend.url}: {capacity.server or 'unknown kind'}, model {capacity.model_id}"
+            f"{f' ({capacity.version})' if capacity.version else ''}, context length {capacity.max_total_tokens}"
+        )
     return (
         f"server:      {backend.url}: {capacity.model_id} ({capacity.version}), "
         f"max_input_tokens={capacity.max_input_tokens}, max_total_tokens={capacity.max_total_tokens}, "

@@ -18,7 +18,8 @@ from pydantic import ValidationError as PydanticValidationError
 from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_grammar, check_parameters, check_wire
 from tgbatch.errors import SpecError
 from tgbatch.errors import ValidationError as TGIValidationError
-from tgbatch.job.spec import _NAME_RE, _SENSITIVE, JobSpec, LoadedJob
+from tgbatch.job.chat_params import ChatParameters, CompletionsParameters
+from tgbatch.job.spec import _NAME_RE, _SENSITIVE, JobSpec, LoadedJob, _api_of
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -32,6 +33,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
+
+
+_INPUT_KEYS = frozenset({"template", "template_file", "messages", "messages_column"})
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -51,11 +55,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise SpecError(f"--set {text!r}: `{where}` is {child!r}, not a section with keys")
             node = child
         node[path[-1]] = value
-        # the two ways of giving the template replace each other
-        if path == ["template"]:
-            data.pop("template_file", None)
-        elif path == ["template_file"]:
-            data.pop("template", None)
+        # the ways of giving the input (a template or messages) replace each other
+        if len(path) == 1 and path[0] in _INPUT_KEYS:
+            for other in _INPUT_KEYS - {path[0]}:
+                data.pop(other, None)
     return data
 
 
@@ -85,9 +88,10 @@ def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, s
     try:
         spec = JobSpec.model_validate(data)
     except PydanticValidationError as exc:
-        raise SpecError(_explain(exc)) from None
-    _check_parameters(spec.parameters)
-    _check_seed(spec)
+        raise SpecError(_explain(exc, _api_of(data))) from None
+    if isinstance(spec.parameters, Parameters):
+        _check_parameters(spec.parameters)
+        _check_seed(spec)
 
     name = spec.name if spec.name is not None else (source.stem if source is not None else "job")
     if not _NAME_RE.match(name):
@@ -96,9 +100,10 @@ def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, s
     base_dir = source.parent if source is not None else Path.cwd()
     warnings: list[str] = []
     if spec.samples > 1 and spec.seed_policy != "random" and not spec.parameters.effectively_sampling:
+        fix = "do_sample: true (or temperature/top_p)" if spec.api == "generate" else "temperature above 0"
         warnings.append(
             f"samples: {spec.samples} with greedy decoding gives {spec.samples} identical generations per "
-            "prompt; set parameters.do_sample: true (or temperature/top_p) to get different ones"
+            f"prompt; set parameters.{fix} to get different ones"
         )
     for key in spec.endpoint.headers:
         if _SENSITIVE.search(key):
@@ -108,7 +113,10 @@ def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, s
             )
     output_dir = Path(os.path.expanduser(spec.output.dir)) if spec.output.dir else Path("runs") / name
     partial = LoadedJob(spec, name, "", source, base_dir, output_dir.absolute(), warnings)
-    template_text = spec.template if spec.template is not None else _read_template(partial)
+    if spec.template is not None:
+        template_text = spec.template
+    else:
+        template_text = _read_template(partial) if spec.template_file is not None else ""
     return LoadedJob(spec, name, template_text, source, base_dir, output_dir.absolute(), warnings)
 
 
@@ -169,6 +177,7 @@ def _culprits(p: Parameters, checks: typing.Callable[[Parameters], None]) -> lis
 
 def _check_seed(spec: JobSpec) -> None:
     p = spec.parameters
+    assert isinstance(p, Parameters)
     if p.seed is not None:
         raise SpecError(
             f"parameters.seed: {p.seed} is set by the seed policy, not by parameters; use "
@@ -184,17 +193,21 @@ def _check_seed(spec: JobSpec) -> None:
 # -- error messages -------------------------------------------------------------------------------------------
 
 
-def _explain(exc: PydanticValidationError) -> str:
+def _explain(exc: PydanticValidationError, api: str = "generate") -> str:
     lines = []
     for err in exc.errors(include_url=False):
         loc = [str(part) for part in err["loc"]]
         where = ".".join(loc) or "(top level)"
         kind = err["type"]
         value = err.get("input")
-        if kind == "extra_forbidden":
-            known = _known_keys(loc[:-1])
+        if kind == "moved_parameter":  # the message names the field, the value and where it goes
+            lines.append(err["msg"])
+        elif kind == "extra_forbidden":
+            known = _known_keys(loc[:-1], api)
             close = difflib.get_close_matches(loc[-1], known, n=1)
             hint = f"did you mean `{close[0]}`? " if close else ""
+            if api == "generate" and loc[:1] == ["parameters"] and loc[-1] in ChatParameters.model_fields:
+                hint = "it is an OpenAI name: a chat or completions job sets endpoint.api: chat|completions; " + hint
             lines.append(f"{where}: unknown key; {hint}known keys here: {', '.join(known)}")
         elif kind == "missing":
             lines.append(f"{where}: required but missing")
@@ -209,13 +222,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _known_keys(loc: list[str]) -> list[str]:
+def _known_keys(loc: list[str], api: str) -> list[str]:
     model: Any = JobSpec
     for part in loc:
         info = getattr(model, "model_fields", {}).get(part)
         if info is None:
             return []
-        model = _model_of(info.annotation)
+        parameters = {"chat": ChatParameters, "completions": CompletionsParameters}.get(api, Parameters)
+        model = parameters if model is JobSpec and part == "parameters" else _model_of(info.annotation)
     return list(getattr(model, "model_fields", {}))
 
 

@@ -15,13 +15,20 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tgbatch.backends.tgi.rules import Parameters
+from tgbatch.job.chat_params import Api, ChatParameters, CompletionsParameters
+from tgbatch.job.messages import MessageSpec
 from tgbatch.types import U64_MAX
 
 SeedPolicy = Literal["none", "fixed", "per_row", "random"]
 DetailsLevel = Literal["none", "summary", "full"]
 DatasetFormat = Literal["jsonl", "json", "csv", "parquet", "arrow"]
+ServerKind = Literal["auto", "tgi", "vllm", "sglang", "openai"]
+#: servers that pick the model per request and serve many: a job must name one
+_NEEDS_MODEL = ("router.huggingface.co",)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SENSITIVE = re.compile(r"auth|token|key|secret|cookie|password|session", re.IGNORECASE)
@@ -95,6 +102,22 @@ class EndpointSpec(_Strict):
     max_concurrency: int = Field(
         256, ge=1, le=4096, description="With concurrency: auto, the most requests in flight per endpoint."
     )
+    api: Api | None = Field(
+        None,
+        description="generate (TGI /generate), chat (/v1/chat/completions) or completions (/v1/completions). "
+        "Default: chat with messages or messages_column, generate with a template.",
+    )
+    model: str | None = Field(
+        None,
+        min_length=1,
+        description="Chat and completions: the model to ask for. Default: the first id of GET /v1/models "
+        "(required for https://router.huggingface.co, e.g. Qwen/Qwen3-8B:fastest).",
+    )
+    server: ServerKind = Field(
+        "auto",
+        description="Chat and completions: the server's kind (tgi, vllm, sglang, openai), for its quirks. auto: "
+        "detected from /info, /v1/models and /version.",
+    )
     wait_for_model: bool | None = Field(None, description="Send x-wait-for-model (HF Inference API).")
     use_cache: bool | None = Field(None, description="Send x-use-cache (HF Inference API).")
 
@@ -159,40 +182,116 @@ class OutputSpec(_Strict):
     )
 
 
+JobParameters = Parameters | ChatParameters | CompletionsParameters
+_INPUTS = ("template", "template_file", "messages", "messages_column")
+_EXACTLY_ONE = (
+    "give exactly one of `template` (inline text), `template_file` (a path), `messages` (chat messages, each "
+    "content a template) or `messages_column` (a column of message lists); given: {given}"
+)
+
+
 class JobSpec(_Strict):
-    """A batch job: run every row of a dataset through a prompt template and a TGI endpoint."""
+    """A batch job: run every row of a dataset through a prompt template (TGI's ``/generate``, or OpenAI-style
+    completions) or chat messages (OpenAI-style chat) on an endpoint."""
 
     name: str | None = Field(None, description="Job name (default: the job file's name without extension).")
     description: str | None = Field(None, description="Free text, for people.")
     dataset: DatasetSpec
     template: str | None = Field(None, description="Jinja2 template over the row's columns (strict).")
     template_file: str | None = Field(None, description="A file holding the template, instead of `template`.")
+    messages: list[MessageSpec] | None = Field(
+        None, description="Chat: the messages, each content a Jinja2 template of the row (strict, as `template`)."
+    )
+    messages_column: str | None = Field(
+        None, min_length=1, description="Chat: a column holding each row's messages (a list of {role, content})."
+    )
     template_nulls: Literal["error", "empty"] = Field(
         "error",
         description="A null (or absent) value printed by the template: error (the row goes to errors/, naming "
         "the column) or empty (printed as nothing). A template can also handle it: {{ x or '' }}.",
     )
-    parameters: Parameters = Field(default_factory=Parameters, description="TGI generate parameters.")
+    parameters: JobParameters = Field(
+        default_factory=Parameters,
+        description="generate: TGI's parameters; chat and completions: OpenAI's (max_tokens, temperature, ...).",
+    )
     seed: SeedSpec = Field(default_factory=SeedSpec)
     samples: int = Field(1, ge=1, le=10_000, description="Generations per prompt.")
     endpoint: EndpointSpec
     retry: RetrySpec = Field(default_factory=RetrySpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _parameters_of_the_api(cls, data: Any) -> Any:
+        """Validate ``parameters`` by the api's own model (a union would try each and report all three)."""
+        if not isinstance(data, dict) or not isinstance(data.get("parameters", {}), dict):
+            return data
+        if all(data.get(key) is None for key in _INPUTS):  # said first: without it, the api is a guess
+            raise ValueError(_EXACTLY_ONE.format(given="none"))
+        models: dict[str, type[BaseModel]] = {"chat": ChatParameters, "completions": CompletionsParameters}
+        model = models.get(_api_of(data), Parameters)
+        try:
+            return {**data, "parameters": model.model_validate(data.get("parameters", {}))}
+        except PydanticValidationError as exc:
+            raise _relocated(exc, "parameters") from None
+
     @model_validator(mode="after")
-    def _check_template(self) -> JobSpec:
-        if (self.template is None) == (self.template_file is None):
-            raise ValueError("give exactly one of `template` (inline text) or `template_file` (a path)")
+    def _check_input(self) -> JobSpec:
+        given = [k for k in _INPUTS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(_EXACTLY_ONE.format(given=given))
+        api = self.api
+        if api != "chat" and given[0].startswith("messages"):
+            raise ValueError(
+                f"`{given[0]}` needs endpoint.api: chat (endpoint.api: {api} takes a `template`: the prompt)"
+            )
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` is empty: give at least one {role, content}")
+        if api != "generate" and self.endpoint.model is None:
+            hosts = [h for h in _NEEDS_MODEL for url in self.endpoint.urls if urlsplit(url).hostname == h]
+            if hosts:
+                raise ValueError(
+                    f"endpoint.model: required for {hosts[0]} (it serves many models): name one, e.g. model: "
+                    "Qwen/Qwen3-8B:fastest (a `:provider`, `:fastest` or `:cheapest` suffix picks the provider)"
+                )
         return self
+
+    @property
+    def api(self) -> Api:
+        """The route the job speaks: the given one, else chat for messages, generate for a template."""
+        given = {"endpoint": {"api": self.endpoint.api}, "messages": self.messages}
+        return _api_of({**given, "messages_column": self.messages_column})
 
     @property
     def seed_policy(self) -> SeedPolicy:
         """The policy in force: the given one, else per_row when sampling, none when greedy or best_of > 1."""
         if self.seed.policy is not None:
             return self.seed.policy
-        if (self.parameters.best_of or 1) > 1:
+        p = self.parameters
+        if isinstance(p, Parameters) and (p.best_of or 1) > 1:
             return "none"
-        return "per_row" if self.parameters.effectively_sampling else "none"
+        return "per_row" if p.effectively_sampling else "none"
+
+
+def _api_of(data: dict[str, Any]) -> Api:
+    endpoint = data.get("endpoint")
+    given = endpoint.get("api") if isinstance(endpoint, dict) else None
+    if given in ("generate", "chat", "completions"):
+        return given
+    return "chat" if data.get("messages") is not None or data.get("messages_column") is not None else "generate"
+
+
+def _relocated(exc: PydanticValidationError, *where: str) -> PydanticValidationError:
+    """The errors of a nested model validated on its own, at their place in the job."""
+    details: list[InitErrorDetails] = []
+    for err in exc.errors():
+        kind: Any = err["type"]
+        if kind == "moved_parameter":  # our own error type: rebuilt with its message
+            kind = PydanticCustomError(kind, err["msg"])
+        details.append(
+            InitErrorDetails(type=kind, loc=(*where, *err["loc"]), input=err.get("input"), ctx=err.get("ctx", {}))
+        )
+    return PydanticValidationError.from_exception_data(exc.title, details)
 
 
 @dataclass(frozen=True)
@@ -224,16 +323,29 @@ class LoadedJob:
         data["name"] = self.name
         if Path(self.spec.dataset.path).exists() or self.resolve_input(self.spec.dataset.path).exists():
             data["dataset"]["path"] = str(self.resolve_input(self.spec.dataset.path))
-        data["template"] = self.template_text
-        data.pop("template_file", None)
+        if self.spec.messages is None and self.spec.messages_column is None:
+            data["template"] = self.template_text
+        for key in ("template_file", "messages", "messages_column", "template"):
+            if data.get(key) is None:
+                data.pop(key, None)
         data["seed"]["policy"] = self.spec.seed_policy
-        data["parameters"] = self.spec.parameters.to_wire()
+        params = self.spec.parameters
+        data["parameters"] = params.to_wire() if isinstance(params, Parameters) else _openai_dump(params)
+        if self.spec.api == "generate":  # job.yaml of a /generate job stays as it was
+            for key in ("api", "model", "server"):
+                data["endpoint"].pop(key, None)
+        else:
+            data["endpoint"]["api"] = self.spec.api
         data["output"]["dir"] = str(self.output_dir)
         endpoint = data["endpoint"]
         urls = [redact_url(u) for u in self.spec.endpoint.urls]
         endpoint["url"] = urls[0] if isinstance(self.spec.endpoint.url, str) else urls
         endpoint["headers"] = {k: (REDACTED if _SENSITIVE.search(k) else v) for k, v in endpoint["headers"].items()}
         return data
+
+
+def _openai_dump(params: ChatParameters | CompletionsParameters) -> dict[str, Any]:
+    return params.model_dump(mode="json", exclude_unset=True)
 
 
 def _has_glob(path: str) -> bool:

@@ -38,8 +38,9 @@ class PromptTemplate:
     """A compiled template. Compile errors and unknown columns are ``BadTemplateError`` (a ``SpecError``); a row
     that cannot be rendered is a ``TemplateError`` (a ``RowError``: recorded, the job goes on)."""
 
-    def __init__(self, text: str, nulls: NullPolicy = "error") -> None:
+    def __init__(self, text: str, nulls: NullPolicy = "error", *, label: str = "template") -> None:
         self.text = text
+        self.label = label
         self.nulls = nulls
         finalize = _null_as_empty if nulls == "empty" else _no_null
         env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, finalize=finalize)
@@ -47,10 +48,10 @@ class PromptTemplate:
             ast = env.parse(text)
             self._template = env.from_string(ast)
         except jinja2.TemplateSyntaxError as exc:
-            raise BadTemplateError(f"template: line {exc.lineno}: {exc.message}") from None
+            raise BadTemplateError(f"{label}: line {exc.lineno}: {exc.message}") from None
         self.variables = frozenset(meta.find_undeclared_variables(ast))
         if not text.strip():
-            raise BadTemplateError("template: is empty; write the prompt, e.g. template: 'Summarize: {{ text }}'")
+            raise BadTemplateError(f"{label}: is empty; write the prompt, e.g. {label}: 'Summarize: {{{{ text }}}}'")
 
     @property
     def uses_whole_row(self) -> bool:
@@ -65,7 +66,7 @@ class PromptTemplate:
         if missing:
             names = ", ".join(f"{{{{ {name} }}}}" for name in missing)
             raise BadTemplateError(
-                f"template: uses {names} but the dataset has no such column; its columns are: {', '.join(columns)}"
+                f"{self.label}: uses {names} but the dataset has no such column; its columns are: {', '.join(columns)}"
             )
 
     def render(self, row: dict[str, Any], row_id: str) -> str:
@@ -76,8 +77,8 @@ class PromptTemplate:
         except _NullPrinted:
             nulls = sorted(name for name in self.columns_used() if row.get(name) is None) or ["a value"]
             raise TemplateError(
-                f"template: row {row_id!r} would print null for {', '.join(nulls)} (Python would write 'None'): "
+                f"{self.label}: row {row_id!r} would print null for {', '.join(nulls)} (Python would write 'None'): "
                 "handle it in the template ({{ x or '' }}, {% if x %}...{% endif %}) or set template_nulls: empty"
             ) from None
         except Exception as exc:  # jinja2 surfaces the template's own errors as any exception type
-            raise TemplateError(f"template: cannot render row {row_id!r}: {type(exc).__name__}: {exc}") from exc
+            raise TemplateError(f"{self.label}: cannot render row {row_id!r}: {type(exc).__name__}: {exc}") from exc

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tgbatch.errors import EndpointError, TGBatchError, TransportError
+from tgbatch.job.render import Rendered
 from tgbatch.job.spec import JobSpec
-from tgbatch.output.schema import data_record, error_record
+from tgbatch.output.records import Records
 from tgbatch.runner.control import RunControl
 from tgbatch.runner.dispatch import Endpoint, EndpointPool, NoEndpointAvailable
 from tgbatch.runner.events import RowDone
@@ -21,13 +22,24 @@ from tgbatch.types import GenerationRequest, GenerationResult
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """A rendered row (one sample) waiting for a worker."""
+    """A rendered row (one sample) waiting for a worker: its input is a prompt or chat messages."""
 
     row_id: str
     sample: int
-    prompt: str | None
+    rendered: Rendered
     row: dict[str, Any]
     seed: int | None
+
+    @property
+    def prompt(self) -> str | None:
+        return self.rendered.prompt
+
+    @property
+    def messages(self) -> tuple[Any, ...] | None:
+        return self.rendered.messages
+
+    def request(self) -> GenerationRequest:
+        return GenerationRequest(prompt=self.rendered.prompt, messages=self.rendered.messages, seed=self.seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +71,13 @@ class RowRequester:
         spec: JobSpec,
         pool: EndpointPool,
         control: RunControl,
-        carried: list[tuple[str, str]],
+        records: Records,
         on_retry: Callable[[BaseException, str | None], None],
     ) -> None:
         self.spec = spec
         self.pool = pool
         self.control = control
-        self.carried = carried
+        self.records = records
         self._tries = _Tries()
         self._on_retry = on_retry
         self.policy = RetryPolicy(spec.retry, on_retry=self._retried, stop=control.event, pooled=True)
@@ -78,7 +90,7 @@ class RowRequester:
         """The row's outcome, or ``None`` when the job stopped first (the row stays pending)."""
         tries = self._tries = _Tries()
         deadline = time.monotonic() + self.spec.retry.max_elapsed_s
-        request = GenerationRequest(prompt=work.prompt, seed=work.seed)
+        request = work.request()
 
         async def attempt() -> GenerationResult:
             return await self._send(request, tries, deadline)
@@ -124,33 +136,30 @@ class RowRequester:
         return result
 
     def _succeeded(self, work: Work, result: GenerationResult, attempts: int, tries: _Tries) -> RowOutcome:
-        record = data_record(
+        record = self.records.data(
             row_id=work.row_id,
             sample=work.sample,
-            prompt=work.prompt,
+            rendered=work.rendered,
             result=result,
             seed=work.seed,
             attempts=attempts,
             latency_s=tries.latency,
             endpoint=tries.endpoint,
-            details=self.spec.output.details,
-            carried=self.carried,
             row=work.row,
         )
         tokens = result.generated_tokens or 0
         return RowOutcome(RowDone(True, tokens, tries.latency, tries.endpoint, attempts), record)
 
     def _failed(self, work: Work, error: BaseException, attempts: int, tries: _Tries) -> RowOutcome:
-        record = error_record(
+        record = self.records.error(
             row_id=work.row_id,
             sample=work.sample,
-            prompt=work.prompt,
+            rendered=work.rendered,
             error=error,
             attempts=attempts,
             latency_s=tries.latency,
             endpoint=tries.endpoint,
             seed=work.seed,
-            carried=self.carried,
             row=work.row,
         )
         return RowOutcome(RowDone(False, 0, tries.latency, tries.endpoint, attempts), record)
@@ -165,20 +174,17 @@ def outage_error(pool: EndpointPool, waited_s: float) -> EndpointError:
     )
 
 
-def unrenderable(
-    row_id: str, sample: int, row: dict[str, Any], error: BaseException, carried: list[tuple[str, str]]
-) -> RowOutcome:
-    """A row whose prompt could not be rendered: recorded in ``errors/`` without a request."""
-    record = error_record(
+def unrenderable(row_id: str, sample: int, row: dict[str, Any], error: BaseException, records: Records) -> RowOutcome:
+    """A row whose prompt or messages could not be rendered: recorded in ``errors/`` without a request."""
+    record = records.error(
         row_id=row_id,
         sample=sample,
-        prompt=None,
+        rendered=None,
         error=error,
         attempts=0,
         latency_s=0.0,
         endpoint=None,
         seed=None,
-        carried=carried,
         row=row,
     )
     return RowOutcome(RowDone(False, 0, 0.0, None, 0), record)

@@ -9,6 +9,7 @@ import os
 import anyio
 
 from tgbatch.backends import Backend
+from tgbatch.backends.openai.backend import Api, OpenAIBackend
 from tgbatch.backends.tgi.backend import TGIBackend
 from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.backends.tgi.rules import Parameters
@@ -56,16 +57,25 @@ def make_backend(spec: JobSpec, token: str | None, url: str | None = None) -> Ba
 
 
 def wrap_client(client: AsyncClient, spec: JobSpec, url: str | None = None) -> Backend:
-    """A caller-made TGI client (tests, embedding) as the job's backend."""
-    url = url if url is not None else client.base_url
-    return TGIBackend(
-        client, _parameters(spec), url=redact_url(url), keep_details=spec.output.details == "full"
+    """A caller-made client (tests, embedding) as the job's backend: TGI's /generate, or OpenAI-style chat or
+    completions by ``endpoint.api``."""
+    url = redact_url(url if url is not None else client.base_url)
+    params = spec.parameters
+    if isinstance(params, Parameters):
+        # details are always asked for: the finish reason, token count and seed are recorded for every row
+        generate = params.model_copy(update={"details": True})
+        return TGIBackend(client, generate, url=url, keep_details=spec.output.details == "full")
+    api: Api = "completions" if spec.api == "completions" else "chat"
+    return OpenAIBackend(
+        client,
+        api=api,
+        url=url,
+        model=spec.endpoint.model,
+        params=params.wire(),
+        extra_body=params.extra_body,
+        server=spec.endpoint.server,
+        keep_logprobs=params.keep_logprobs,
     )
-
-
-def _parameters(spec: JobSpec) -> Parameters:
-    # details are always asked for: the finish reason, token count and seed are recorded for every row
-    return spec.parameters.model_copy(update={"details": True})
 
 
 def make_pool(spec: JobSpec, token: str | None) -> EndpointPool:

@@ -207,7 +207,7 @@ class _Run:
         results: MemoryObjectSendStream[RowOutcome],
     ) -> None:
         samples, retry_failed = self.spec.samples, self.options.retry_failed
-        seeds, template, carried = self.p.seeds, self.p.template, self.p.carried
+        seeds, renderer, records = self.p.seeds, self.p.renderer, self.p.records
         async with recv, send, results:
             async for batch in recv:
                 pending = [self.checkpoint.pending(batch.keys, s, retry_failed=retry_failed) for s in range(samples)]
@@ -218,16 +218,16 @@ class _Run:
                     if self.control.stopping:
                         return
                     try:
-                        prompt = template.render(row, row_id)
+                        rendered = renderer.render(row, row_id)
                     except TemplateError as exc:  # this row's failure, not the job's: recorded, the job goes on
                         for s in todo:
-                            await results.send(unrenderable(row_id, s, row, exc, carried))
+                            await results.send(unrenderable(row_id, s, row, exc, records))
                         continue
                     for s in todo:
-                        await send.send(Work(row_id, s, prompt, row, seeds.seed_for(row_id, s)))
+                        await send.send(Work(row_id, s, rendered, row, seeds.seed_for(row_id, s)))
 
     async def _work(self, recv: MemoryObjectReceiveStream[Work], send: MemoryObjectSendStream[RowOutcome]) -> None:
-        requester = RowRequester(self.spec, self.pool, self.control, self.p.carried, self.events.retry)
+        requester = RowRequester(self.spec, self.pool, self.control, self.p.records, self.events.retry)
         async with recv, send:
             async for work in recv:
                 if self.control.stopping:

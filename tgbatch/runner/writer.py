@@ -111,6 +111,8 @@ class Writer:
         done, record = outcome.done, outcome.record
         self.events.row_done(done)
         size = len(record.get("generated_text") or "") + len(record.get("prompt") or "") + 64
+        for message in record.get("messages") or ():  # a chat job's input, counted as its prompt is
+            size += len(message.get("content") or "")
         (self.data if done.ok else self.errors).add(record, size)
         if done.ok:
             self._check_token_budget()
