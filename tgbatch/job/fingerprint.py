@@ -18,7 +18,7 @@ VERSION = "tgbatch-fingerprint/1"
 PART_NAMES = {
     "dataset": "the dataset (path, split, config, id_column or carried columns)",
     "template": "the template",
-    "parameters": "the generate parameters",
+    "parameters": "the parameters",
     "seed": "the seed policy",
     "samples": "samples per prompt",
     "api": "endpoint.api",
