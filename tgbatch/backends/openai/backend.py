@@ -108,7 +108,7 @@ class OpenAIBackend:
     # -- what the server is -----------------------------------------------------------------------------------
 
     async def capacity(self) -> Capacity:
-        info = await self._get_json("/info", server_level=True)
+        info = await self._get_json("/info", server_level=True) if self._kind in (None, "tgi") else None
         if self._kind is None:
             self._kind = "tgi" if servers.is_tgi_info(info) else None
         models = None if self._kind == "tgi" else await self._get_json("/models", server_level=False)

@@ -132,3 +132,14 @@ def _model_of(path: str) -> str | None:
         return None
     model = rest.split("/v1", 1)[0].strip("/")
     return model or None
+
+
+def in_band_error(payload: Mapping[str, Any], status: int | None) -> ServerError:
+    """An error sent inside a 200 answer or a stream's event: TGI's ``{"error", "error_type"}`` (its class says
+    the status) or vLLM's ``{"error": {..., "code"}}``."""
+    inner = payload.get("error")
+    if isinstance(inner, str):
+        return _refine(error_from_payload(payload, status_code=None), None)
+    code = inner.get("code") if isinstance(inner, dict) else None
+    said = code if isinstance(code, int) and 400 <= code < 600 else status if status and status >= 400 else 500
+    return error_from_response(said, {}, orjson.dumps(payload))

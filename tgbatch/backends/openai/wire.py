@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import orjson
 import pydantic
 
-from tgbatch.backends.openai.errors import error_from_response
+from tgbatch.backends.openai.errors import error_from_response, in_band_error
 from tgbatch.backends.openai.models import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, ModelList
 from tgbatch.backends.tgi.errors import excerpt
 from tgbatch.errors import IncompleteStreamError, ProtocolError, ValidationError
@@ -100,8 +100,7 @@ def load_json(status: int, headers: Mapping[str, str], content: bytes, *, base_u
 
 def parse_model(cls: type[Model], data: Any, *, status: int | None = None) -> Model:
     if isinstance(data, dict) and "error" in data and "choices" not in data:
-        # an error sent with a 200 (an SSE stream's error event, some gateways)
-        raise error_from_response(status or 500, {}, orjson.dumps(data))
+        raise in_band_error(data, status)  # an error sent with a 200 (a stream's error event, some gateways)
     try:
         return cls.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -185,7 +184,7 @@ class BodyEncoder:
 
 def first_choice(data: Any, status: int) -> dict[str, Any]:
     if isinstance(data, dict) and "error" in data and "choices" not in data:
-        raise error_from_response(status if status >= 400 else 500, {}, orjson.dumps(data))
+        raise in_band_error(data, status)
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ProtocolError(f"The answer has no choices: {str(data)[:200]!r}", status_code=status)
