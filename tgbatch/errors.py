@@ -26,6 +26,8 @@ dispatch logic reads only the flags, never a message and (almost) never a class:
     │   ├── BadRequestError              400/413/415 and other 4xx (axum rejections)
     │   ├── AuthenticationError          401/403: missing or wrong token                                  fatal
     │   ├── NotFoundError                404: wrong URL or model id                                       fatal
+    │   ├── GoneError                    410: a retired endpoint (api-inference.huggingface.co)          fatal
+    │   ├── PaymentRequiredError         402 / credits exhausted: the account must be topped up           fatal
     │   ├── ProtocolError                a 2xx answer that is not what the protocol says
     │   ├── TransportError               connection refused/reset/closed                    retryable
     │   │   └── RequestTimeoutError      connect/read/write/pool timeout                     retryable
@@ -196,6 +198,20 @@ class NotFoundError(ServerError):
     fatal = True
 
 
+class GoneError(ServerError):
+    """410 Gone: the endpoint was retired (the serverless ``api-inference.huggingface.co``). The message names
+    the URL that replaced it."""
+
+    fatal = True
+
+
+class PaymentRequiredError(ServerError):
+    """402, or an answer saying the account's credits or quota are used up (OpenAI's ``insufficient_quota``):
+    no request can succeed until the account is topped up, so the job stops."""
+
+    fatal = True
+
+
 class ProtocolError(ServerError):
     """The server answered 2xx with something the protocol does not allow (not JSON, wrong shape)."""
 
@@ -262,6 +278,7 @@ __all__ = [
     "DatasetError",
     "EndpointError",
     "GenerationError",
+    "GoneError",
     "IncompleteGenerationError",
     "IncompleteStreamError",
     "JobError",
@@ -269,6 +286,7 @@ __all__ = [
     "NotFoundError",
     "OutputError",
     "OverloadedError",
+    "PaymentRequiredError",
     "ProtocolError",
     "RateLimitError",
     "RequestTimeoutError",

@@ -2,9 +2,22 @@
 
 Sync (``Client``) and async (``AsyncClient``), ``generate`` and ``generate_stream``, typed responses, every
 request parameter, client-side validation with TGI's own rules and messages, and TGI's errors as typed
-exceptions (``tgbatch.errors``).
+exceptions (``tgbatch.errors``). OpenAI-style routes too (TGI's Messages API, vLLM, SGLang, the HF router):
+``chat``, ``chat_stream``, ``completions``, ``completions_stream`` and ``models`` on both clients.
 """
 
+from tgbatch.backends.openai.models import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessage,
+    Completion,
+    CompletionChunk,
+    ModelCard,
+    ModelList,
+    ToolCall,
+    Usage,
+)
 from tgbatch.backends.tgi.client import AsyncClient, Client, InferenceAPIAsyncClient, InferenceAPIClient
 from tgbatch.backends.tgi.models import (
     BestOfSequence,
@@ -25,11 +38,13 @@ from tgbatch.errors import (
     AuthenticationError,
     BadRequestError,
     GenerationError,
+    GoneError,
     IncompleteGenerationError,
     IncompleteStreamError,
     ModelLoadingError,
     NotFoundError,
     OverloadedError,
+    PaymentRequiredError,
     ProtocolError,
     RateLimitError,
     RequestTimeoutError,
@@ -48,11 +63,18 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BestOfSequence",
+    "ChatChoice",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatMessage",
     "Client",
+    "Completion",
+    "CompletionChunk",
     "Details",
     "FinishReason",
     "GenerateOptions",
     "GenerationError",
+    "GoneError",
     "Grammar",
     "IncompleteGenerationError",
     "IncompleteStreamError",
@@ -61,10 +83,13 @@ __all__ = [
     "Info",
     "InputToken",
     "Limits",
+    "ModelCard",
+    "ModelList",
     "ModelLoadingError",
     "NotFoundError",
     "OverloadedError",
     "Parameters",
+    "PaymentRequiredError",
     "PrefillToken",
     "ProtocolError",
     "RateLimitError",
@@ -75,7 +100,9 @@ __all__ = [
     "StreamResponse",
     "TGIError",
     "Token",
+    "ToolCall",
     "TransportError",
     "UnknownError",
+    "Usage",
     "ValidationError",
 ]

@@ -15,6 +15,8 @@ from collections.abc import AsyncGenerator, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from tgbatch.backends.openai.client import OpenAIMethods, SyncOpenAIMethods
+from tgbatch.backends.openai.errors import gone_error
 from tgbatch.backends.tgi.errors import error_from_response
 from tgbatch.backends.tgi.models import Info, Response, StreamResponse
 from tgbatch.backends.tgi.rules import Limits, Parameters
@@ -99,7 +101,7 @@ class ClientConfig:
         return f"<{self.base_url}>"
 
 
-class AsyncClient:
+class AsyncClient(OpenAIMethods):
     """Asynchronous client for a text-generation-inference server.
 
     ``base_url`` is the server's root (``http://host:port``, an Inference Endpoint URL) or ``sim://?knobs`` for
@@ -110,6 +112,8 @@ class AsyncClient:
     ``limits`` (e.g. ``Limits.from_info(await client.info())``) lets client-side validation check the server's
     limits too. ``compat=True`` posts to the root route (``/``), as the HF Inference API needs.
     """
+
+    _config: ClientConfig
 
     def __init__(
         self,
@@ -151,9 +155,12 @@ class AsyncClient:
     async def send(self, request: PreparedRequest) -> RawResponse:
         """Send a prepared (non-streaming) request and return the answer unparsed (a batch job's hot path parses
         only what it records)."""
-        return await self._transport.request(
+        answer = await self._transport.request(
             "POST", request.path, content=request.content, headers=self._config.headers
         )
+        if answer.status == 410:  # the retired serverless API: say where the model went
+            raise gone_error(self.base_url, answer.body)
+        return answer
 
     def generate_stream(
         self, prompt: str, *, parameters: Parameters | None = None, **options: Unpack[GenerateOptions]
@@ -167,6 +174,8 @@ class AsyncClient:
         state = StreamState()
         headers = self._config.stream_headers
         async with self._transport.stream("POST", request.path, content=request.content, headers=headers) as answer:
+            if answer.status == 410:
+                raise gone_error(self.base_url, await answer.aread())
             if answer.status != 200:
                 raise error_from_response(answer.status, answer.headers, await answer.aread())
             if not is_event_stream(answer.headers):
@@ -212,11 +221,13 @@ class AsyncClient:
         return f"{type(self).__name__}({self._config.base_url!r})"
 
 
-class Client:
+class Client(SyncOpenAIMethods):
     """Synchronous client for a text-generation-inference server. Arguments as for ``AsyncClient``;
     ``http_client`` may be an ``httpx.Client`` (or an ``httpx.AsyncClient``). Safe to share between threads.
     ``close()`` (or ``with``) frees its connections and thread at once; a client left open is closed when
     collected or at exit."""
+
+    _async: AsyncClient
 
     def __init__(
         self,
