@@ -60,7 +60,9 @@ def cli_run(job: Path, *args: str) -> Any:
 
 @pytest.mark.parametrize("flavor", ["tgi", "vllm", "sglang"])
 def test_chat_job_against_each_flavour(tmp_path: Path, flavor: str) -> None:
-    job = chat_job(tmp_path, f"sim://?flavor={flavor}&reasoning=true")
+    # room for the thinking and the answer: a reasoning model spends its first tokens thinking
+    params = {"max_tokens": 600, "temperature": 0.7}
+    job = chat_job(tmp_path, f"sim://?flavor={flavor}&reasoning=true", parameters=params)
     result = cli_run(job)
     assert result.exit_code == 0, result.output
     rows = read_rows(tmp_path / "out" / "data")
@@ -88,12 +90,13 @@ def test_same_seed_same_answer_across_runs(tmp_path: Path) -> None:
     assert first == again and len({seed for _, seed in first.values()}) == 20
 
 
-def test_messages_column_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flavor", ["tgi", "vllm", "sglang"])
+def test_messages_column_job(tmp_path: Path, flavor: str) -> None:
     rows = [
         {"id": f"c{i}", "conversation": [{"role": "user", "content": f"Say {i}"}]} for i in range(6)
     ] + [{"id": "bad", "conversation": [{"content": "no role"}]}]
     data = write_jsonl(tmp_path / "conv.jsonl", rows)
-    job = chat_job(tmp_path, "sim://?flavor=sglang", messages=None, messages_column="conversation")
+    job = chat_job(tmp_path, f"sim://?flavor={flavor}", messages=None, messages_column="conversation")
     spec = yaml.safe_load(job.read_text())
     spec["dataset"] = {"path": str(data), "id_column": "id"}
     write_job(job, spec)
@@ -109,7 +112,7 @@ def test_messages_column_job(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("flavor", "status"), [("tgi", 422), ("vllm", 400), ("sglang", 400)])
 def test_an_over_long_row_lands_in_errors_with_the_servers_status(tmp_path: Path, flavor: str, status: int) -> None:
     data = write_jsonl(
-        tmp_path / "q.jsonl",
+        tmp_path / "long.jsonl",
         [*prompts(5), {"id": "long", "question": " ".join(["word"] * 400), "topic": "x"}],
     )
     job = chat_job(tmp_path, f"sim://?flavor={flavor}&max_input_tokens=200&max_total_tokens=300")
@@ -153,6 +156,7 @@ def test_a_constraint_the_server_ignored_shows_as_format_not_ok(tmp_path: Path) 
     assert rows and all(r["format_ok"] is True and len(r["generated_text"]) == 3 for r in rows)
 
 
+@pytest.mark.slow
 def test_completions_job_with_a_v1_base_url_against_a_live_server(tmp_path: Path) -> None:
     with live_servers(("--flavor", "vllm")) as [server]:
         job = chat_job(

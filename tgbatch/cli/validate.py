@@ -56,7 +56,8 @@ def validate_command(
     typer.echo(f"row id:      {spec.dataset.id_column or 'the row position'}")
     typer.echo(f"carried:     {', '.join(dst for _, dst in prepared.carried) or '(none)'}")
     if spec.api != "generate":
-        typer.echo(f"api:         {spec.api} (model: {spec.endpoint.model or 'the server first model'})")
+        model = spec.endpoint.model or "the server's first model"
+        typer.echo(f"api:         {spec.api} (model: {model})")
     typer.echo(f"parameters:  {_parameters(prepared)}")
     typer.echo(
         f"seed:        {spec.seed_policy}"
