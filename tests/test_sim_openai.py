@@ -140,6 +140,17 @@ async def test_reasoning_comes_before_the_answer_and_counts(flavor: str, field: 
     assert "".join(d.get("content") or "" for d in deltas) == answer
 
 
+@pytest.mark.parametrize("flavor", FLAVORS)
+async def test_completions_have_no_reasoning_parser_the_thinking_stays_in_the_text(flavor: str) -> None:
+    kwargs: dict[str, Any] = {"model": "tgbatch/sim", "prompt": PROMPT, "max_tokens": 400, "seed": 3, "stop": ["."]}
+    async with client(flavor=flavor, reasoning=True) as c:
+        r = await c.completions.create(**kwargs)
+        chunks = [x async for x in await c.completions.create(**kwargs, stream=True)]
+    text = r.choices[0].text
+    assert text.startswith("<think>") and "</think>" in text
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == text  # streamed as answered
+
+
 async def test_tgi_has_no_reasoning_parser_the_thinking_is_inline() -> None:
     async with client(reasoning=True) as c:
         r = await c.chat.completions.create(model="tgi", messages=MESSAGES, max_tokens=400, seed=3)  # type: ignore[arg-type]

@@ -39,11 +39,12 @@ def head(flavor: Flavor, job: Job, rid: str, created: int, obj: str) -> dict[str
     return out
 
 
-def visible_text(flavor: Flavor, out: Output) -> str:
-    """The answer's text: TGI carries the thinking inline and keeps a matched stop string; the others trim it."""
+def visible_text(flavor: Flavor, out: Output, *, chat: bool = True) -> str:
+    """The answer's text: TGI carries the thinking inline and keeps a matched stop string; the others trim it.
+    Completions routes have no reasoning parser on any server: the thinking stays in the text there."""
     if flavor.reasoning_field is None:
         return out.inline_text
-    text = out.text
+    text = out.text if chat else out.inline_text
     if out.stop is not None and not flavor.keeps_stop:
         text = text[: len(text) - len(out.stop)]
     return text
@@ -153,7 +154,7 @@ def chat_response(flavor: Flavor, job: Job, outputs: list[Output], created: int)
 def completion_response(flavor: Flavor, job: Job, outputs: list[Output], created: int) -> dict[str, Any]:
     choices = []
     for out in outputs:
-        choice: dict[str, Any] = {"index": out.index, "text": visible_text(flavor, out)}
+        choice: dict[str, Any] = {"index": out.index, "text": visible_text(flavor, out, chat=False)}
         choice["logprobs"] = completion_logprobs(out.steps, 0) if job.logprobs else None
         choice["finish_reason"] = finish(flavor, job, out)
         choice |= stop_fields(flavor, out)

@@ -27,15 +27,15 @@ def frame(obj: Any) -> bytes:
     return b"data: " + wire.dumps(obj) + b"\n\n"
 
 
-def _pieces(flavor: Flavor, out: Output) -> list[tuple[Step, str]]:
+def _pieces(flavor: Flavor, out: Output, *, chat: bool) -> list[tuple[Step, str]]:
     """Each step with the text it adds, cut so that the pieces add up to the visible text (a trimmed stop
     string is never sent)."""
     inline = flavor.reasoning_field is None
-    answer = shape.visible_text(flavor, out)
+    answer = shape.visible_text(flavor, out, chat=chat)
     pos = 0
     pieces = []
     for s in out.steps:
-        if inline or s.part != "answer":
+        if inline or (chat and s.part != "answer"):  # completions: the thinking is text like the rest
             pieces.append((s, s.token[1]))
             continue
         piece = answer[pos : pos + len(s.token[1])]
@@ -125,7 +125,7 @@ def events(flavor: Flavor, job: Job, outputs: list[Output], created: int) -> Ite
     c = _Chunks(flavor, job, created)
     if flavor.name != "tgi" and job.chat:
         yield c.chunk([_opening(c, o) for o in outputs]), False
-    pieces = [_pieces(flavor, o) for o in outputs]
+    pieces = [_pieces(flavor, o, chat=job.chat) for o in outputs]
     # TGI's completions stream ends each prompt with a CompletionFinal carrying that prompt's usage
     tgi_completion = flavor.name == "tgi" and not job.chat
     longest = max((len(p) for p in pieces), default=0)
