@@ -44,11 +44,11 @@ class LatencyLimit(AIMDLimit):
     #: the slow start begins here (or at ``initial`` when lower)
     start: int = 8
     #: a round whose median latency is at most this many times the floor grows the limit
-    grow_below: float = 1.5
+    grow_below: float = 1.8
     #: at most this many times the floor, nothing is queued: the limit grows by half (Vegas' quick increase)
     idle_below: float = 1.15
     #: beyond this many times the floor, the limit is cut
-    cut_above: float = 2.0
+    cut_above: float = 2.2
     buckets_per_octave: int = 4
     #: polls in a row with requests waiting before the gauge cuts the limit
     queue_polls: int = 3
