@@ -55,6 +55,21 @@ class AIMDLimit:
             self._successes = 0
             self.limit = min(self.limit + 1, self.max_limit)
 
+    def on_answer(self, latency_s: float, tokens: int, in_flight: int) -> None:
+        """A request finished normally after ``latency_s``, generating ``tokens``, with ``in_flight`` requests
+        (itself included) in flight to its endpoint."""
+        self.on_success(latency_s / max(tokens, 1), in_flight)
+
+    def set_ceiling(self, cap: int) -> None:
+        """The server's own limit (e.g. TGI's ``max_concurrent_requests``: beyond it, 429): start there."""
+        self.max_limit = max(self.min_limit, cap)
+        self.limit = self.max_limit
+
+    def on_queue(self, waiting: int, in_flight: int) -> bool:
+        """The server's queue gauge says ``waiting`` requests wait. Returns whether the limit was cut; this
+        limit follows overload answers only (``LatencyLimit`` follows the gauge)."""
+        return False
+
     def on_overload(self) -> bool:
         """The server said it is overloaded. Returns whether the limit was cut."""
         now = self.clock()

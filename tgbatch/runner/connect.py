@@ -18,6 +18,7 @@ from tgbatch.job.spec import EndpointSpec, JobSpec, redact_url
 from tgbatch.runner.concurrency import AIMDLimit
 from tgbatch.runner.control import first_error
 from tgbatch.runner.dispatch import Endpoint, EndpointPool
+from tgbatch.runner.latency_limit import LatencyLimit
 from tgbatch.types import Capacity
 
 log = logging.getLogger("tgbatch.job")
@@ -84,8 +85,9 @@ def make_pool(spec: JobSpec, token: str | None) -> EndpointPool:
 
 
 def endpoint_of(spec: EndpointSpec, backend: Backend) -> Endpoint:
+    limit: AIMDLimit
     if spec.concurrency == "auto":
-        limit = AIMDLimit(initial=min(AUTO_START, spec.max_concurrency), max_limit=spec.max_concurrency)
+        limit = LatencyLimit(initial=min(AUTO_START, spec.max_concurrency), max_limit=spec.max_concurrency)
     else:
         limit = AIMDLimit(initial=spec.concurrency, min_limit=spec.concurrency, max_limit=spec.concurrency)
     return Endpoint(url=backend.url, client=backend, limit=limit)
@@ -124,8 +126,8 @@ def check_limits(backend: Backend, capacity: Capacity) -> None:
 async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
     """Before the first row: every endpoint must be reachable (``EndpointError`` otherwise, within seconds) and
     accept the job's parameters under its limits (``SpecError`` with the server's message otherwise). With
-    ``concurrency: auto``, each starts at the server's ``max_concurrent_requests`` (beyond it TGI answers 429)
-    and never exceeds it; a server that does not say keeps the default start and adapts."""
+    ``concurrency: auto``, each never exceeds the server's ``max_concurrent_requests`` (beyond it TGI answers
+    429) and grows towards it from a slow start (``LatencyLimit``)."""
 
     async def one(endpoint: Endpoint) -> None:
         capacity = await reach(endpoint.client)
@@ -134,8 +136,7 @@ async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
         check_limits(endpoint.client, capacity)
         if spec.concurrency == "auto" and capacity.max_concurrent_requests:
             cap = max(1, min(spec.max_concurrency, capacity.max_concurrent_requests))
-            endpoint.limit.max_limit = cap
-            endpoint.limit.limit = cap
+            endpoint.limit.set_ceiling(cap)
         log.info("%s: %s, concurrency starts at %d", endpoint.url, capacity.model_id, endpoint.limit.limit)
 
     try:

@@ -67,6 +67,8 @@ class Endpoint:
     client: Backend
     limit: AIMDLimit
     in_flight: int = 0
+    #: the most requests it ever had in flight at once (the job's stats: did the limit hold?)
+    peak_in_flight: int = 0
     cooldown_until: float = 0.0
     ejected: bool = False
     consecutive_failures: int = 0
@@ -140,6 +142,7 @@ class EndpointPool:
             endpoint = self.pick(avoid)
             if endpoint is not None:
                 endpoint.in_flight += 1
+                endpoint.peak_in_flight = max(endpoint.peak_in_flight, endpoint.in_flight)
                 if waited:
                     # a release may have freed more than one slot (the limit grew): pass the turn on
                     self._wake_one()
@@ -186,7 +189,7 @@ class EndpointPool:
         endpoint.ok += 1
         endpoint.consecutive_failures = 0
         endpoint.answers.record(self._clock(), False, self.settings.overload_window_s)
-        endpoint.limit.on_success(latency_s / max(tokens, 1), endpoint.in_flight + 1)
+        endpoint.limit.on_answer(latency_s, tokens, endpoint.in_flight + 1)
         self._wake_one()
 
     def release_failure(self, endpoint: Endpoint, error: BaseException) -> None:
@@ -359,6 +362,7 @@ class EndpointPool:
                 "failed": e.failed,
                 "overloaded": e.overloaded,
                 "in_flight": e.in_flight,
+                "peak_in_flight": e.peak_in_flight,
                 "limit": e.limit.limit,
                 "ejected": e.ejected,
                 "errors": dict(e.counts),

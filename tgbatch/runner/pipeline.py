@@ -31,6 +31,7 @@ from tgbatch.runner.control import RunControl, RunOptions, RunResult, first_erro
 from tgbatch.runner.dispatch import EndpointPool
 from tgbatch.runner.events import ProgressSink, RunEvents
 from tgbatch.runner.plan import Prepared
+from tgbatch.runner.queue_watch import watch_queues
 from tgbatch.runner.resume import Opened, open_output
 from tgbatch.runner.writer import ReadState, Writer
 
@@ -146,6 +147,7 @@ class _Run:
             if self.options.max_runtime_s is not None:
                 tg.start_soon(self._runtime_budget, self.options.max_runtime_s)
             tg.start_soon(self.pool.probe_forever)
+            tg.start_soon(watch_queues, self.pool)
             tg.start_soon(self._watch_outage, self.spec.retry.max_outage_s)
             async with anyio.create_task_group() as stages:
                 stages.start_soon(self._read, batches_send)
