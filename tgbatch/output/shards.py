@@ -50,3 +50,10 @@ class ShardBuffer:
         return table
 
 
+def warm_up_arrow() -> None:
+    """pyarrow imports pandas the first time it converts Python values (0.3-1 s): done before any request is in
+    flight, so that the first commit does not stall the event loop, which the adaptive concurrency would read
+    as the server slowing down."""
+    import pyarrow as pa
+
+    pa.array([0])

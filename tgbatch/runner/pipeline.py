@@ -25,6 +25,7 @@ from tgbatch.input.rows import RowBatch, check_ids, iter_rows
 from tgbatch.metrics.live import LiveStats
 from tgbatch.output.layout import OutputDir
 from tgbatch.output.progress import ProgressFile
+from tgbatch.output.shards import warm_up_arrow
 from tgbatch.runner.attempt import RowOutcome, RowRequester, Work, outage_error, unrenderable
 from tgbatch.runner.connect import calibrate, endpoint_of, wrap_client
 from tgbatch.runner.control import RunControl, RunOptions, RunResult, first_error
@@ -57,6 +58,7 @@ async def run_job(
         # the server first: a down endpoint is said within seconds, before the ids of a large input are read
         await calibrate(pool, spec.endpoint)
         await anyio.to_thread.run_sync(check_ids, prepared.source, spec.dataset.id_column, limit)
+        await anyio.to_thread.run_sync(warm_up_arrow)
         opened = await anyio.to_thread.run_sync(open_output, prepared, out, options, limit)
         run = _Run(prepared, pool, out, opened, options, progress or ProgressSink(), control or RunControl(), limit)
         try:
