@@ -58,21 +58,44 @@ def server_flags(ms_per_token: float, tokens: int, flavor: str | None) -> list[s
     return flags + (["--flavor", flavor] if flavor else [])
 
 
-def lone_s_per_token(url: str, tokens: int) -> float:
+def chat(flavor: str | None) -> bool:
+    """vLLM and SGLang have no /generate: their jobs are chat jobs."""
+    return flavor in ("vllm", "sglang")
+
+
+def lone_s_per_token(url: str, tokens: int, flavor: str | None) -> float:
     """A lone request's latency per generated token on an idle server (median of a few, one at a time)."""
     samples = []
     with httpx.Client(timeout=60) as client:
         for i in range(LONE_SAMPLES):
-            body = {
-                "inputs": TEMPLATE.replace("{{ topic }}", f"lone request {i}"),
-                "parameters": {"max_new_tokens": tokens, "details": True},
-            }
+            prompt = TEMPLATE.replace("{{ topic }}", f"lone request {i}")
             start = time.perf_counter()
-            answer = client.post(url + "/generate", json=body)
-            elapsed = time.perf_counter() - start
-            answer.raise_for_status()
-            samples.append(elapsed / max(1, answer.json()["details"]["generated_tokens"]))
+            if chat(flavor):
+                body = {"model": "tgbatch/sim", "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens}
+                answer = client.post(url + "/v1/chat/completions", json=body)
+                answer.raise_for_status()
+                generated = answer.json()["usage"]["completion_tokens"]
+            else:
+                body = {"inputs": prompt, "parameters": {"max_new_tokens": tokens, "details": True}}
+                answer = client.post(url + "/generate", json=body)
+                answer.raise_for_status()
+                generated = answer.json()["details"]["generated_tokens"]
+            samples.append((time.perf_counter() - start) / max(1, generated))
     return statistics.median(samples)
+
+
+def job(folder: Path, name: str, urls: list[str], args: argparse.Namespace, seed: int) -> dict[str, object]:
+    prompts = folder / "prompts.jsonl"
+    data = job_data(folder, name, urls[0] if len(urls) == 1 else urls, prompts, args.tokens, "auto")
+    data["parameters"] = {"max_new_tokens": args.tokens, "do_sample": True, "temperature": 0.8}
+    data["seed"] = {"policy": "per_row", "value": seed}
+    if chat(args.flavor):
+        del data["template"]
+        data["messages"] = [{"role": "user", "content": TEMPLATE}]
+        data["parameters"] = {"max_tokens": args.tokens, "temperature": 0.8}
+        v1 = [u + "/v1" for u in urls]
+        data["endpoint"] = {"url": v1[0] if len(v1) == 1 else v1, "concurrency": "auto"}
+    return data
 
 
 @dataclass
@@ -118,16 +141,14 @@ class Outcome:
 
 def run_scenario(folder: Path, name: str, speeds: list[float], args: argparse.Namespace, seed: int) -> Outcome:
     outcome = Outcome(name, seed)
-    prompts = folder / "prompts.jsonl"
     with contextlib.ExitStack() as stack:
         urls = [stack.enter_context(tgbatch_server(*server_flags(ms, args.tokens, args.flavor))) for ms in speeds]
-        lone = {url: lone_s_per_token(url, args.tokens) for url in urls}
-        data = job_data(folder, f"{name}-{seed}", urls[0] if len(urls) == 1 else urls, prompts, args.tokens, "auto")
-        data["parameters"] = {"max_new_tokens": args.tokens, "do_sample": True, "temperature": 0.8}
-        data["seed"] = {"policy": "per_row", "value": seed}
-        job = folder / f"{name}-{seed}.json"
-        job.write_text(json.dumps(data))
-        measured = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(job), "--fresh"])
+        lone = {url: lone_s_per_token(url, args.tokens, args.flavor) for url in urls}
+        if chat(args.flavor):  # the output's endpoint column names the /v1 URL
+            lone = {url + "/v1": value for url, value in lone.items()}
+        path = folder / f"{name}-{seed}.json"
+        path.write_text(json.dumps(job(folder, f"{name}-{seed}", urls, args, seed)))
+        measured = run_with_rusage([sys.executable, "-m", "tgbatch", "run", str(path), "--fresh"])
     if measured.returncode not in (0, 3):
         print(f"{name}: tgbatch run exited {measured.returncode}:\n{measured.stderr[-3000:]}", file=sys.stderr)
         outcome.note = f"exit {measured.returncode}"
