@@ -26,8 +26,10 @@ ROUTER = "https://router.huggingface.co"
 
 #: error ``type``/``code`` values that mean "the account has no credits left", not "too many requests"
 _CREDIT_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "payment_required"})
-#: what vLLM (and OpenAI) say when prompt + max_tokens exceed the model's context: the request, not the server
-_CONTEXT_MARKERS = ("maximum context length", "context length", "context_length_exceeded")
+#: OpenAI's ``code`` for prompt + max_tokens beyond the model's context: the request is invalid, not the server.
+#: (vLLM says it only in the message of a plain 400, which is a ``BadRequestError``: not retried either, and the
+#: class is never decided by a message's wording)
+_CONTEXT_CODES = frozenset({"context_length_exceeded"})
 
 
 def error_from_response(
@@ -60,8 +62,7 @@ def _refine(err: ServerError, kind: str | None) -> ServerError:
             "resume the job",
             kind,
         )
-    lowered = message.lower()
-    if status == 400 and any(marker in lowered for marker in _CONTEXT_MARKERS):
+    if status == 400 and kind in _CONTEXT_CODES:
         return _rebuild(ValidationError, err, message, kind)
     if kind is not None:
         err.error_type = err.error_type or kind
@@ -102,7 +103,8 @@ def _fields(payload: Any) -> tuple[str, str | None] | None:
     if not isinstance(message, str):
         message = orjson.dumps(source).decode()
     code, kind = source.get("code"), source.get("type")
-    label = code if isinstance(code, str) and code in _CREDIT_CODES else kind if isinstance(kind, str) else None
+    special = _CREDIT_CODES | _CONTEXT_CODES
+    label = code if isinstance(code, str) and code in special else kind if isinstance(kind, str) else None
     return message, label
 
 
