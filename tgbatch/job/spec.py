@@ -96,8 +96,9 @@ class EndpointSpec(_Strict):
     timeout_s: float = Field(120.0, gt=0, le=86400, description="Timeout of one request, in seconds.")
     concurrency: int | Literal["auto"] = Field(
         "auto",
-        description="Requests in flight per endpoint. auto: start from the server's /info "
-        "max_concurrent_requests, grow while latency holds, cut on 429/503. A number: exactly that many.",
+        description="Requests in flight per endpoint. auto: start at 8, grow while latency stays near its floor, "
+        "cut as it climbs, on the server's queue gauge and on 429/503, never above the server's /info "
+        "max_concurrent_requests. A number: exactly that many.",
     )
     max_concurrency: int = Field(
         256, ge=1, le=4096, description="With concurrency: auto, the most requests in flight per endpoint."

@@ -137,7 +137,13 @@ async def calibrate(pool: EndpointPool, spec: EndpointSpec) -> None:
         if spec.concurrency == "auto" and capacity.max_concurrent_requests:
             cap = max(1, min(spec.max_concurrency, capacity.max_concurrent_requests))
             endpoint.limit.set_ceiling(cap)
-        log.info("%s: %s, concurrency starts at %d", endpoint.url, capacity.model_id, endpoint.limit.limit)
+        log.info(
+            "%s: %s, concurrency starts at %d (at most %d)",
+            endpoint.url,
+            capacity.model_id,
+            endpoint.limit.limit,
+            endpoint.limit.max_limit,
+        )
 
     try:
         async with anyio.create_task_group() as tg:
