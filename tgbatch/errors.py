@@ -41,7 +41,8 @@ dispatch logic reads only the flags, never a message and (almost) never a class:
         ├── DatasetError                 the input dataset cannot be found or read
         ├── ResumeError                  the output folder belongs to another job
         ├── OutputError                  the output cannot be written (disk full, read-only): stop, resumable
-        └── EndpointError                the endpoint refuses every request (401/403/404): stop the job  fatal
+        ├── EndpointError                the endpoint refuses every request (401/403/404): stop the job  fatal
+        └── ExportError                  an output folder cannot be exported as asked (format, filter, ranking)
 
 ``retry_after`` is the server's hint in seconds (``Retry-After`` header or ``estimated_time``), else ``None``.
 Foreign exceptions (aiohttp's, httpx's) are translated in exactly one place, ``tgbatch.http``, always chained
@@ -271,12 +272,18 @@ class EndpointError(JobError):
     fatal = True
 
 
+class ExportError(JobError):
+    """``tgbatch export`` cannot do what was asked: the format does not fit the job, a filter names a column
+    that does not exist, a ranking has nothing to rank by. The message names the value and the fix."""
+
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BadTemplateError",
     "DatasetError",
     "EndpointError",
+    "ExportError",
     "GenerationError",
     "GoneError",
     "IncompleteGenerationError",

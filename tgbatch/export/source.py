@@ -1,0 +1,101 @@
+"""What an export reads: the committed ``data/`` rows of an output folder (never ``errors/``: a failed row has
+no answer to train on), the job's api from ``job.yaml``, the ``--where`` filters and the scores, if any."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from tgbatch.errors import ExportError
+from tgbatch.output.layout import OutputDir
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: (row_id, sample) -> that sample's score columns
+Scores = dict[tuple[str, int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Where:
+    """``--where COLUMN=VALUE``: keep the rows whose column equals the value (read as YAML: ``stop``, ``true``,
+    ``3``), or whose value printed equals the text as written (a row id ``007``)."""
+
+    column: str
+    text: str
+
+    @classmethod
+    def parse(cls, item: str) -> Where:
+        column, sep, text = item.partition("=")
+        if not sep or not column.strip():
+            raise ExportError(f"--where {item!r}: expected COLUMN=VALUE, e.g. --where finish_reason=stop")
+        return cls(column.strip(), text)
+
+    def matches(self, value: Any) -> bool:
+        try:
+            parsed = yaml.safe_load(self.text)
+        except yaml.YAMLError:
+            parsed = self.text
+        return value == parsed or (value is not None and str(value) == self.text)
+
+
+def job_api(root: Path) -> str:
+    """``generate``, ``chat`` or ``completions``: what the job's ``endpoint.api`` was (``job.yaml``)."""
+    path = root / "job.yaml"
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ExportError(f"cannot read {str(path)!r} ({exc}): give a tgbatch output folder") from exc
+    api = (spec.get("endpoint") or {}).get("api")
+    if api is None:  # a folder written before chat jobs existed: /generate with a template
+        api = "chat" if spec.get("messages") or spec.get("messages_column") else "generate"
+    return str(api)
+
+
+def read_data(root: Path) -> pa.Table:
+    """Every committed ``data/`` shard of ``root`` as one table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not root.is_dir():
+        raise ExportError(f"{str(root)!r}: no such folder (give a job's output folder, e.g. runs/<job name>)")
+    files = OutputDir(root).committed("data")
+    if not files and not (root / "job.yaml").exists():
+        raise ExportError(f"{str(root)!r} is not a tgbatch output folder (no job.yaml and no data/)")
+    if not files:
+        raise ExportError(f"{str(root)!r} has no committed rows in data/ yet: nothing to export")
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def select(table: pa.Table, where: Sequence[Where], columns: Sequence[str] | None) -> pa.Table:
+    """The rows matching every filter, with ``columns`` (all when None), each name checked against the table."""
+    import pyarrow as pa
+
+    for name in [w.column for w in where] + list(columns or []):
+        if name not in table.column_names:
+            raise ExportError(
+                f"column {name!r} does not exist in this output; its columns are: {', '.join(table.column_names)}"
+            )
+    if where:
+        keep = [True] * table.num_rows
+        for w in where:
+            values = table.column(w.column).to_pylist()
+            keep = [k and w.matches(v) for k, v in zip(keep, values, strict=True)]
+        table = table.filter(pa.array(keep, type=pa.bool_()))
+    return table.select(list(columns)) if columns else table
+
+
+def read_scores(root: Path) -> Scores | None:
+    """``DIR/scores/*.parquet`` (written by ``tgbatch score``) by (row_id, sample), or None without it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted((root / "scores").glob("*.parquet")) if (root / "scores").is_dir() else []
+    if not files:
+        return None
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return {(str(r["row_id"]), int(r["sample"])): r for r in table.to_pylist()}
