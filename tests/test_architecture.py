@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "http": LEAVES | {"types"},
     "backends": LEAVES | {"types", "http"},
     "client": LEAVES | {"types", "http", "backends"},
-    "job": LEAVES | {"types", "backends"},
+    "job": LEAVES | {"types", "backends", "score"},  # score: only score.spec, checked below
     "metrics": LEAVES | {"types"},
     "input": LEAVES | {"types", "job"},
     "output": LEAVES | {"types", "job", "input", "metrics"},
@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "executor": LEAVES | {"types", "http", "backends", "job", "input", "output", "metrics", "runner"},
     "api": LEAVES | {"types", "job", "runner", "executor"},
     "sim": LEAVES | {"types", "http", "backends"},
+    "score": LEAVES | {"types", "job", "output"},
 }
 #: what job/ and sim/ may take from backends: the pure rules and models, never a client or a transport
 PURE_BACKEND_MODULES = ("rules", "models")
@@ -73,6 +74,8 @@ def test_imports_go_one_way() -> None:
                 continue
             if other not in ALLOWED[layer]:
                 wrong.append(f"{module}:{line} ({layer}) imports {target} ({other})")
+            elif layer == "job" and other == "score" and target != "tgbatch.score.spec":
+                wrong.append(f"{module}:{line} (job) imports {target}: only score.spec (pure pydantic) is allowed")
             elif layer in ("job", "sim") and other == "backends" and target.rsplit(".", 1)[-1] not in PURE_BACKEND_MODULES:
                 wrong.append(f"{module}:{line} ({layer}) imports {target}: only backends' rules and models are pure")
     assert not wrong, "\n".join(wrong)

@@ -31,6 +31,8 @@ COMMANDS = {
     "it accepts the parameters. Sends no generate request.",
     "status": "Show a job's progress: rows done, failed and remaining, generated tokens and run time, per shard.",
     "export": "Export a job's rows: plain JSON Lines or Parquet, or TRL / axolotl SFT and DPO data.",
+    "score": "Score a job's output (finished or partial) by its `score:` section or --spec FILE, sending no "
+    "request.",
     "serve": "Run a TGI-compatible simulated server (no GPU, no weights): TGI's protocol, a deterministic model, "
     "a latency model and fault injection.",
 }

@@ -21,6 +21,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from tgbatch.backends.tgi.rules import Parameters
 from tgbatch.job.chat_params import Api, ChatParameters, CompletionsParameters
 from tgbatch.job.messages import MessageSpec
+from tgbatch.score.spec import ScoreSpec
 from tgbatch.types import U64_MAX
 
 SeedPolicy = Literal["none", "fixed", "per_row", "random"]
@@ -220,6 +221,11 @@ class JobSpec(_Strict):
     endpoint: EndpointSpec
     retry: RetrySpec = Field(default_factory=RetrySpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    score: ScoreSpec | None = Field(
+        None,
+        description="Score the answers when the run finishes (and with `tgbatch score DIR`). Not part of the "
+        "fingerprint: a folder can be rescored, or scored differently, without regenerating.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -246,6 +252,8 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"`{given[0]}` needs endpoint.api: chat (endpoint.api: {api} takes a `template`: the prompt)"
             )
+        if self.score is not None:
+            self.score.check_samples(self.samples)
         if self.messages is not None and not self.messages:
             raise ValueError("`messages` is empty: give at least one {role, content}")
         if api != "generate" and self.endpoint.model is None:
@@ -326,7 +334,7 @@ class LoadedJob:
             data["dataset"]["path"] = str(self.resolve_input(self.spec.dataset.path))
         if self.spec.messages is None and self.spec.messages_column is None:
             data["template"] = self.template_text
-        for key in ("template_file", "messages", "messages_column", "template"):
+        for key in ("template_file", "messages", "messages_column", "template", "score"):
             if data.get(key) is None:
                 data.pop(key, None)
         data["seed"]["policy"] = self.spec.seed_policy

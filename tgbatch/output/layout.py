@@ -32,7 +32,7 @@ SHARD_FILE = re.compile(r"^part-(?P<tag>\d+of\d+)-(?P<seq>\d+)\.parquet$")
 MANIFEST_FILE = re.compile(r"^manifest(-\d+of\d+)?\.json$")
 KINDS = ("data", "errors")
 _OURS = re.compile(
-    r"^(data|errors|retired|job\.yaml|(manifest|progress|summary)(-\d+of\d+)?\.json|\.lock-\d+of\d+|\..*\.tmp)$"
+    r"^(data|errors|retired|scores|scores\.json|job\.yaml|(manifest|progress|summary)(-\d+of\d+)?\.json|\.lock-\d+of\d+|\..*\.tmp)$"
 )
 
 
