@@ -206,8 +206,10 @@ def test_a_sim_job_scored_through_the_cli(tmp_path: Path) -> None:
     job["dataset"]["path"] = str(write_jsonl(tmp_path / "q2.jsonl", rows))
     job["output"]["dir"] = str(tmp_path / "out")
     job["score"] = {"reference": "answer", "k": [1, 2]}
-    assert runner.invoke(app, ["run", str(write_job(tmp_path / "b.yaml", job))]).exit_code == 0
+    ran = runner.invoke(app, ["run", str(write_job(tmp_path / "b.yaml", job))])
+    assert ran.exit_code == 0 and "scores:" in ran.output and "pass@2" in ran.output
     out = tmp_path / "out"
+    in_run = json.loads((out / "scores.json").read_text())  # the run scored what it wrote
     before = _digest(out / "data")
     result = runner.invoke(app, ["score", str(out)])
     assert result.exit_code == 0, result.output
@@ -218,3 +220,6 @@ def test_a_sim_job_scored_through_the_cli(tmp_path: Path) -> None:
     assert summary["pass@1"]["n"] == 10 and summary["exact_match"]["n"] == 20
     assert summary["maj@1"]["mean"] == 0.5  # maj@1 is sample 0 alone
     assert _digest(out / "data") == before
+    assert summary == in_run  # scoring afterwards equals scoring in the run
+    status = runner.invoke(app, ["status", str(out)])
+    assert status.exit_code == 0 and "scores:" in status.output and "exact_match" in status.output

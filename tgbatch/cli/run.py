@@ -121,7 +121,30 @@ def run_command(
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         code = _report(result, loaded.output_dir)
+        if loaded.spec.score is not None and not result.interrupted:
+            _score(loaded.output_dir, shard_ix)
     raise typer.Exit(code)
+
+
+def _score(out: Path, shard: tuple[int, int]) -> None:
+    """The job's ``score:`` section, over every row written so far (after a resume: all of them). A scoring
+    problem does not undo the run: it is said, with the command that scores again once it is fixed."""
+    from tgbatch.cli.score import format_scores
+    from tgbatch.errors import TGBatchError
+    from tgbatch.score.folder import resolve_spec, score_folder
+
+    if shard[1] > 1:
+        typer.echo(f"scores: when every shard is done, run: tgbatch score {_shown(out)}")
+        return
+    try:
+        spec, _ = resolve_spec(out, None)
+        summary = score_folder(out, spec)
+    except TGBatchError as exc:
+        typer.echo(f"scoring failed: {exc}; fix the score section and run: tgbatch score {_shown(out)}")
+        return
+    typer.echo("scores:")
+    for line in format_scores(summary):
+        typer.echo(f"  {line}")
 
 
 def _report(result: RunResult, out: Path) -> int:

@@ -80,6 +80,20 @@ def status_command(
             f"note:       shard {run['shard']}'s run (pid {run['pid']} on {run['hostname']}, last update "
             f"{run['updated_at']}) stopped without finishing (killed?); run the same command to resume"
         )
+    _echo_scores(output_dir)
+
+
+def _echo_scores(output_dir: Path) -> None:
+    """The folder's scores.json (``tgbatch score``, or a run with a ``score:`` section), when it has one."""
+    try:
+        summary = json.loads((output_dir / "scores.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    from tgbatch.cli.score import format_scores
+
+    typer.echo("scores:")
+    for line in format_scores(summary):
+        typer.echo(f"  {line}")
 
 
 def _echo_live(live: dict[str, Any], total: int | None) -> None:
