@@ -30,6 +30,7 @@ COMMANDS = {
     "folder as `tgbatch run` would (new, or resumable by this very job), and ask the endpoint's /info whether "
     "it accepts the parameters. Sends no generate request.",
     "status": "Show a job's progress: rows done, failed and remaining, generated tokens and run time, per shard.",
+    "export": "Export a job's output to another tool's format.",
     "serve": "Run a TGI-compatible simulated server (no GPU, no weights): TGI's protocol, a deterministic model, "
     "a latency model and fault injection.",
 }

@@ -1,0 +1,1 @@
+"""Exports of an output folder to other tools' formats."""
