@@ -110,6 +110,25 @@ def test_completions_lines_and_their_export(tmp_path: Path, sent: list[Any]) -> 
         assert completion.object == "text_completion" and completion.choices[0].text
 
 
+def test_a_failed_line_exports_with_the_servers_status_and_message(tmp_path: Path) -> None:
+    from openai.types.chat import ChatCompletion
+
+    lines = chat_lines(3)
+    lines[1]["body"]["max_tokens"] = -1  # the server refuses it (400): the row fails, the others do not
+    run(batch_job(tmp_path, lines))
+    out = tmp_path / "results.jsonl"
+    exported = runner.invoke(app, ["export", str(tmp_path / "out"), "--format", "openai-batch", "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    results = {r["custom_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(results) == {"q-0", "q-1", "q-2"}
+    failed = results["q-1"]
+    assert failed["response"]["status_code"] == 400 and "max_tokens" in failed["error"]["message"]
+    assert failed["error"]["code"] and failed["response"]["body"]["error"]["message"] == failed["error"]["message"]
+    for ok in ("q-0", "q-2"):
+        assert results[ok]["error"] is None
+        assert ChatCompletion.model_validate(results[ok]["response"]["body"]).choices[0].message.content
+
+
 @pytest.mark.parametrize(
     ("change", "said"),
     [
