@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "input": LEAVES | {"types", "job"},
     "output": LEAVES | {"types", "job", "input", "metrics"},
     "status": LEAVES | {"types", "output", "metrics"},
-    "export": LEAVES | {"types", "output"},
+    "export": LEAVES | {"types", "job", "input", "output", "metrics"},
     "runner": LEAVES | {"types", "http", "backends", "job", "input", "output", "metrics"},
     "executor": LEAVES | {"types", "http", "backends", "job", "input", "output", "metrics", "runner"},
     "api": LEAVES | {"types", "job", "runner", "executor"},

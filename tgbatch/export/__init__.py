@@ -30,6 +30,10 @@ def export_folder(
     rank_by: str | None = None,
 ) -> int:
     """Write ``root``'s rows as ``fmt_name`` to ``path``; returns the number of records written."""
+    if fmt_name == "openai-batch":  # one line per row with every sample and error: not a per-row record format
+        from tgbatch.export.openai_batch import write_openai_batch
+
+        return write_openai_batch(root, path)
     if reasoning_as not in REASONING_AS:
         raise ExportError(f"--reasoning-as {reasoning_as!r}: choose one of {', '.join(REASONING_AS)}")
     table = read_data(root)

@@ -146,7 +146,9 @@ def get_format(name: str, api: str) -> Format:
     """The format ``name``, checked against the job's api: exit 2 naming what to use instead."""
     fmt = FORMATS.get(name)
     if fmt is None:
-        raise ExportError(f"--format {name!r}: unknown format; choose one of {', '.join(FORMATS)}")
+        raise ExportError(
+            f"--format {name!r}: unknown format; choose one of {', '.join(FORMATS)}, openai-batch"
+        )
     if api not in fmt.apis:
         raise ExportError(f"--format {name} does not fit this {api} job: {fmt.instead}")
     return fmt

@@ -114,9 +114,9 @@ def open_source(job: LoadedJob) -> Source:
         files = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())
         if not files:
             raise DatasetError(f"dataset.path: the pattern {spec.path!r} matches no file (looked in {str(path)!r})")
-        return _file_source(files, spec.format, {"kind": "files", "path": str(path)}, spec)
+        return _file_source(files, spec.format, {"kind": "files", "path": str(path)}, spec, job.spec.api)
     if path.is_file():
-        return _file_source([path], spec.format, {"kind": "files", "path": str(path)}, spec)
+        return _file_source([path], spec.format, {"kind": "files", "path": str(path)}, spec, job.spec.api)
     if path.is_dir():
         if (
             (path / "dataset_info.json").exists()
@@ -126,16 +126,19 @@ def open_source(job: LoadedJob) -> Source:
             return _saved_source(path, spec.split)
         files = sorted(p for p in path.rglob("*") if p.is_file() and format_of(p) and not p.name.startswith("."))
         if spec.format is not None:
-            files = [p for p in files if format_of(p) == spec.format]
+            wanted = "jsonl" if spec.format == "openai_batch" else spec.format
+            files = [p for p in files if format_of(p) == wanted]
         if not files:
             raise DatasetError(f"dataset.path: the folder {str(path)!r} holds no jsonl/json/csv/parquet/arrow file")
-        return _file_source(files, spec.format, {"kind": "files", "path": str(path)}, spec)
+        return _file_source(files, spec.format, {"kind": "files", "path": str(path)}, spec, job.spec.api)
     if not spec.path.startswith((".", "/", "~")) and _HUB_ID.match(spec.path) and format_of(Path(spec.path)) is None:
         return _hub_source(spec.path, spec.config, spec.split)
     raise DatasetError(f"dataset.path: no such file or folder: {spec.path!r} (looked for {str(path)!r})")
 
 
-def _file_source(files: list[Path], fmt: str | None, identity: dict[str, Any], spec: DatasetSpec) -> FileSource:
+def _file_source(
+    files: list[Path], fmt: str | None, identity: dict[str, Any], spec: DatasetSpec, api: str = "generate"
+) -> FileSource:
     if fmt is None:
         found = {format_of(f) for f in files}
         if None in found or len(found) != 1:
@@ -147,6 +150,10 @@ def _file_source(files: list[Path], fmt: str | None, identity: dict[str, Any], s
         fmt = found.pop()
     assert fmt is not None
     identity = {**identity, "format": "jsonl" if fmt == "json" else fmt}
+    if fmt == "openai_batch":
+        from tgbatch.input.batch_lines import BatchLinesReader
+
+        return FileSource(files, fmt, identity, BatchLinesReader(api))
     if fmt != "csv":
         return FileSource(files, fmt, identity, READERS[fmt])
     # how CSV values are typed changes row ids and prompts: it is part of the dataset's identity (an output

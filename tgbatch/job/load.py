@@ -18,6 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 from tgbatch.backends.tgi.rules import Limits, Parameters, check_best_of, check_grammar, check_parameters, check_wire
 from tgbatch.errors import SpecError
 from tgbatch.errors import ValidationError as TGIValidationError
+from tgbatch.job import batch_file
 from tgbatch.job.chat_params import ChatParameters, CompletionsParameters
 from tgbatch.job.spec import _NAME_RE, _SENSITIVE, JobSpec, LoadedJob, _api_of
 
@@ -85,6 +86,7 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -
 def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, source: Path | None = None) -> LoadedJob:
     """Validate a job given as a mapping (``source`` is the file it came from, for names and paths)."""
     data = apply_overrides(data, overrides or [])
+    data = _batch_input(data, source.parent if source is not None else Path.cwd())
     try:
         spec = JobSpec.model_validate(data)
     except PydanticValidationError as exc:
@@ -118,6 +120,59 @@ def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, s
     else:
         template_text = _read_template(partial) if spec.template_file is not None else ""
     return LoadedJob(spec, name, template_text, source, base_dir, output_dir.absolute(), warnings)
+
+
+def _batch_input(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """An OpenAI Batch file as input (``dataset.format: openai_batch``, or a JSON Lines file whose first line
+    carries custom_id, method, url and body, given no template or messages): the row id is ``custom_id``, the
+    api follows the file's url, and no input column is carried (the output has the body's messages or prompt)."""
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("path"), str):
+        return data
+    fmt = dataset.get("format")
+    if fmt not in (None, "openai_batch") or (fmt is None and any(data.get(k) is not None for k in _INPUT_KEYS)):
+        return data
+    found = _first_batch_file(dataset["path"], base_dir)
+    line = batch_file.first_line(found) if found is not None else None
+    if fmt is None and not batch_file.looks_like_batch(line):
+        return data
+    dataset = {**dataset, "format": "openai_batch"}
+    if dataset.get("id_column") not in (None, "custom_id"):
+        raise SpecError(
+            f"dataset.id_column: {dataset['id_column']!r} cannot be used with an OpenAI Batch file: its rows are "
+            "identified by custom_id; leave dataset.id_column out"
+        )
+    dataset["id_column"] = "custom_id"
+    dataset.setdefault("columns", [])
+    endpoint = data.get("endpoint")
+    if line is None or not isinstance(endpoint, dict):
+        return {**data, "dataset": dataset}
+    api = batch_file.api_of_url(line.get("url"), f"the first line of {str(found)!r}")
+    if endpoint.get("api") not in (None, api):
+        raise SpecError(
+            f"endpoint.api: {endpoint['api']!r} does not match the OpenAI Batch file, whose url is "
+            f"{line.get('url')!r} (api {api}); leave endpoint.api out: it follows the file"
+        )
+    return {**data, "dataset": dataset, "endpoint": {**endpoint, "api": api}}
+
+
+def _first_batch_file(path: str, base_dir: Path) -> Path | None:
+    """The file whose first line decides: the path itself, or the first (sorted) JSON Lines file of a glob or
+    folder; looked up next to the job file, then in the current directory (as ``LoadedJob.resolve_input``)."""
+    import glob as globlib
+
+    for base in (base_dir, Path.cwd()):
+        full = base / os.path.expanduser(path)
+        if full.is_file():
+            return full
+        if full.is_dir():
+            candidates = sorted(str(p) for p in full.rglob("*.jsonl"))
+        else:
+            candidates = sorted(globlib.glob(str(full), recursive=True))
+        files = [Path(c) for c in candidates if Path(c).is_file()]
+        if files:
+            return files[0]
+    return None
 
 
 def _read_template(job: LoadedJob) -> str:

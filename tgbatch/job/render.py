@@ -4,11 +4,14 @@ per way of giving the input, so the runner renders without knowing which api the
 - ``PromptRenderer``: ``template`` -> the prompt;
 - ``UserMessageRenderer``: ``template`` on a chat job -> one user message;
 - ``MessagesRenderer``: ``messages:`` -> each content rendered;
-- ``ColumnRenderer``: ``messages_column`` -> the row's message list, checked.
+- ``ColumnRenderer``: ``messages_column`` -> the row's message list, checked;
+- ``BatchLineRenderer``: a line of an OpenAI Batch file -> its body, sent as it is (``Rendered.params``).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,10 +23,12 @@ from tgbatch.job.template import PromptTemplate
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A row's input: exactly one of ``prompt`` and ``messages``."""
+    """A row's input: exactly one of ``prompt`` and ``messages`` (what the output records), and ``params``, a
+    request body of its own (an OpenAI Batch line's) that the backend sends over the job's parameters."""
 
     prompt: str | None = None
     messages: tuple[Message, ...] | None = None
+    params: Mapping[str, Any] | None = None
 
     def show(self) -> str:
         """For people (``tgbatch validate``): the prompt, or one ``[role] content`` block per message."""
@@ -124,9 +129,48 @@ class ColumnRenderer:
         return Rendered(messages=parse_messages(row.get(self.column), row_id, self.column))
 
 
+class BatchLineRenderer:
+    """A line of an OpenAI Batch file (checked as it was read): its ``body`` goes out as it is, the job's
+    parameters filling in only what it leaves out; the output records its messages (chat) or prompt."""
+
+    templated = False
+
+    def __init__(self, api: str) -> None:
+        self.input_column = "messages" if api == "chat" else "prompt"
+
+    @property
+    def uses_whole_row(self) -> bool:
+        return False
+
+    def columns_used(self) -> set[str]:
+        return {"body"}
+
+    def check_columns(self, columns: list[str]) -> None:
+        if "body" not in columns:  # the reader always gives it: this is a bug, not a user's mistake
+            raise BadTemplateError("dataset.format: openai_batch: the input has no body column")
+
+    def render(self, row: dict[str, Any], row_id: str) -> Rendered:
+        body = json.loads(row["body"])
+        if self.input_column == "prompt":
+            prompt = body["prompt"]
+            return Rendered(prompt=prompt if isinstance(prompt, str) else json.dumps(prompt), params=body)
+        return Rendered(messages=tuple(_recorded(m) for m in body["messages"]), params=body)
+
+
+def _recorded(message: Any) -> Message:
+    """A body's message as the output records it: role and content as text (a list of parts as JSON)."""
+    if not isinstance(message, Mapping):
+        return {"role": "user", "content": json.dumps(message)}
+    content = message.get("content")
+    text = content if isinstance(content, str) or content is None else json.dumps(content, ensure_ascii=False)
+    return {"role": str(message.get("role")), "content": text}
+
+
 def renderer_of(job: LoadedJob) -> Renderer:
     """The job's renderer, its templates compiled (``BadTemplateError`` naming the one that does not)."""
     spec = job.spec
+    if job.is_batch:
+        return BatchLineRenderer(spec.api)
     if spec.messages_column is not None:
         return ColumnRenderer(spec.messages_column)
     if spec.messages is not None:

@@ -26,7 +26,7 @@ from tgbatch.types import U64_MAX
 
 SeedPolicy = Literal["none", "fixed", "per_row", "random"]
 DetailsLevel = Literal["none", "summary", "full"]
-DatasetFormat = Literal["jsonl", "json", "csv", "parquet", "arrow"]
+DatasetFormat = Literal["jsonl", "json", "csv", "parquet", "arrow", "openai_batch"]
 ServerKind = Literal["auto", "tgi", "vllm", "sglang", "openai"]
 #: servers that pick the model per request and serve many: a job must name one
 _NEEDS_MODEL = ("router.huggingface.co",)
@@ -52,7 +52,10 @@ class DatasetSpec(_Strict):
         min_length=1,
     )
     format: DatasetFormat | None = Field(
-        None, description="jsonl, json (JSON Lines), csv, parquet or arrow. Default: from the file extension."
+        None,
+        description="jsonl, json (JSON Lines), csv, parquet, arrow, or openai_batch (an OpenAI Batch file: each "
+        "line's body is sent to its url; no template). Default: from the file extension and, for JSON Lines, "
+        "openai_batch when the first line carries custom_id, method, url and body.",
     )
     split: str = Field("train", description="Split of a Hub dataset or of a saved DatasetDict.", min_length=1)
     config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
@@ -188,7 +191,8 @@ JobParameters = Parameters | ChatParameters | CompletionsParameters
 _INPUTS = ("template", "template_file", "messages", "messages_column")
 _EXACTLY_ONE = (
     "give exactly one of `template` (inline text), `template_file` (a path), `messages` (chat messages, each "
-    "content a template) or `messages_column` (a column of message lists); given: {given}"
+    "content a template) or `messages_column` (a column of message lists); or run an OpenAI Batch file "
+    "(dataset.format: openai_batch) without any; given: {given}"
 )
 
 
@@ -233,7 +237,7 @@ class JobSpec(_Strict):
         """Validate ``parameters`` by the api's own model (a union would try each and report all three)."""
         if not isinstance(data, dict) or not isinstance(data.get("parameters", {}), dict):
             return data
-        if all(data.get(key) is None for key in _INPUTS):  # said first: without it, the api is a guess
+        if all(data.get(key) is None for key in _INPUTS) and not _is_batch(data):  # said first: else the api is a guess
             raise ValueError(_EXACTLY_ONE.format(given="none"))
         models: dict[str, type[BaseModel]] = {"chat": ChatParameters, "completions": CompletionsParameters}
         model = models.get(_api_of(data), Parameters)
@@ -245,6 +249,8 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _check_input(self) -> JobSpec:
         given = [k for k in _INPUTS if getattr(self, k) is not None]
+        if self.dataset.format == "openai_batch":
+            return self._check_batch(given)
         if len(given) != 1:
             raise ValueError(_EXACTLY_ONE.format(given=given))
         api = self.api
@@ -265,6 +271,17 @@ class JobSpec(_Strict):
                 )
         return self
 
+    def _check_batch(self, given: list[str]) -> JobSpec:
+        if given:
+            raise ValueError(
+                f"dataset.format: openai_batch takes each row's input from its body: leave out {given[0]!r}"
+            )
+        if self.api == "generate":
+            raise ValueError(
+                "dataset.format: openai_batch needs endpoint.api: chat or completions (the file's url says which)"
+            )
+        return self
+
     @property
     def api(self) -> Api:
         """The route the job speaks: the given one, else chat for messages, generate for a template."""
@@ -280,6 +297,11 @@ class JobSpec(_Strict):
         if isinstance(p, Parameters) and (p.best_of or 1) > 1:
             return "none"
         return "per_row" if p.effectively_sampling else "none"
+
+
+def _is_batch(data: dict[str, Any]) -> bool:
+    dataset = data.get("dataset")
+    return isinstance(dataset, dict) and dataset.get("format") == "openai_batch"
 
 
 def _api_of(data: dict[str, Any]) -> Api:
@@ -315,6 +337,11 @@ class LoadedJob:
     output_dir: Path
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def is_batch(self) -> bool:
+        """The input is an OpenAI Batch file: each row's body is its request."""
+        return self.spec.dataset.format == "openai_batch"
+
     def resolve_input(self, path: str) -> Path:
         """A relative path against the job file's folder, else against the current directory."""
         p = Path(os.path.expanduser(path))
@@ -332,7 +359,7 @@ class LoadedJob:
         data["name"] = self.name
         if Path(self.spec.dataset.path).exists() or self.resolve_input(self.spec.dataset.path).exists():
             data["dataset"]["path"] = str(self.resolve_input(self.spec.dataset.path))
-        if self.spec.messages is None and self.spec.messages_column is None:
+        if self.spec.messages is None and self.spec.messages_column is None and not self.is_batch:
             data["template"] = self.template_text
         for key in ("template_file", "messages", "messages_column", "template", "score"):
             if data.get(key) is None:

@@ -38,8 +38,15 @@ class Work:
     def messages(self) -> tuple[Any, ...] | None:
         return self.rendered.messages
 
+    @property
+    def sent_seed(self) -> int | None:
+        """The seed the request carries: the policy's, unless the row's own body sets one (a batch line)."""
+        own = self.rendered.params.get("seed") if self.rendered.params else None
+        return own if isinstance(own, int) and not isinstance(own, bool) and own >= 0 else self.seed
+
     def request(self) -> GenerationRequest:
-        return GenerationRequest(prompt=self.rendered.prompt, messages=self.rendered.messages, seed=self.seed)
+        r = self.rendered
+        return GenerationRequest(prompt=r.prompt, messages=r.messages, seed=self.sent_seed, params=r.params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +148,7 @@ class RowRequester:
             sample=work.sample,
             rendered=work.rendered,
             result=result,
-            seed=work.seed,
+            seed=work.sent_seed,
             attempts=attempts,
             latency_s=tries.latency,
             endpoint=tries.endpoint,
@@ -159,7 +166,7 @@ class RowRequester:
             attempts=attempts,
             latency_s=tries.latency,
             endpoint=tries.endpoint,
-            seed=work.seed,
+            seed=work.sent_seed,
             row=work.row,
         )
         return RowOutcome(RowDone(False, 0, tries.latency, tries.endpoint, attempts), record)
