@@ -59,8 +59,9 @@ def export_command(
     """Export a job's rows: plain JSON Lines or Parquet, or TRL / axolotl SFT and DPO data.
 
     Only the rows in DIR/data are exported (failed rows never; openai-batch writes them with their error). The
-    file is written atomically and loads with `datasets.load_dataset("json", data_files=PATH)`. Exit code 0, or 2 when the format does not fit the job
-    (sft-messages on a /generate job), a column does not exist, or a ranking has nothing to rank by.
+    file is written atomically and loads with `datasets.load_dataset("json", data_files=PATH)`. Exit code 0, or
+    2 when the format does not fit the job (sft-messages on a /generate job), a column does not exist, or a
+    ranking has nothing to rank by.
     """
     from tgbatch.export import export_folder
     from tgbatch.export.write import hub_token
