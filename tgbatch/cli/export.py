@@ -51,6 +51,14 @@ def export_command(
             "(e.g. exact_match): best sample chosen, worst rejected, ties skipped.",
         ),
     ] = None,
+    min_score: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--min-score",
+            help="Keep the samples scoring at least X by METRIC (DIR/scores/ from `tgbatch score`), e.g. "
+            "exact_match=1 for the correct answers only (repeatable).",
+        ),
+    ] = None,
     push_to_hub: Annotated[
         str | None,
         typer.Option("--push-to-hub", help="Also upload the file as a Hub dataset REPO (token in HF_TOKEN)."),
@@ -74,6 +82,7 @@ def export_command(
             fmt,
             path,
             where=where or (),
+            min_score=min_score or (),
             columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
             reasoning_as=reasoning_as,
             rank_by=rank_by,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tgbatch.errors import ExportError
 from tgbatch.export.formats import FORMATS, REASONING_AS, ExportInput, Format, get_format
-from tgbatch.export.source import Where, job_api, read_data, read_scores, select
+from tgbatch.export.source import MinScore, Where, job_api, read_data, read_scores, select
 from tgbatch.export.write import write_jsonl, write_parquet
 
 __all__ = ["FORMATS", "REASONING_AS", "ExportInput", "Format", "Where", "export_folder"]
@@ -28,6 +28,7 @@ def export_folder(
     columns: Sequence[str] | None = None,
     reasoning_as: str = "none",
     rank_by: str | None = None,
+    min_score: Sequence[str] = (),
 ) -> int:
     """Write ``root``'s rows as ``fmt_name`` to ``path``; returns the number of records written."""
     if fmt_name == "openai-batch":  # one line per row with every sample and error: not a per-row record format
@@ -42,6 +43,15 @@ def export_folder(
     if rank_by is not None and "rank_by" not in fmt.options:
         raise ExportError(f"--rank-by applies to the preference formats (dpo, dpo-axolotl), not {fmt_name}")
     filters = [Where.parse(item) for item in where]
+    minimums = [MinScore.parse(item) for item in min_score]
+    if minimums and "rank_by" in fmt.options:
+        raise ExportError(
+            f"--min-score does not apply to {fmt_name}: a preference pair needs its worse sample too; "
+            "rank the samples with --rank-by METRIC instead"
+        )
+    scores = read_scores(root) if rank_by is not None or minimums else None
+    for minimum in minimums:
+        table = minimum.keep(table, scores)
     if fmt.build is None:
         rows = select(table, filters, columns)
         if fmt.suffix == ".parquet":
@@ -55,7 +65,7 @@ def export_folder(
         rows=rows.to_pylist(),
         reasoning_as=reasoning_as,
         rank_by=rank_by,
-        scores=read_scores(root) if rank_by is not None else None,
+        scores=scores,
         extra_columns=tuple(columns or ()),
     )
     records = fmt.build(inp)

@@ -99,3 +99,41 @@ def read_scores(root: Path) -> Scores | None:
         return None
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     return {(str(r["row_id"]), int(r["sample"])): r for r in table.to_pylist()}
+
+
+@dataclass(frozen=True)
+class MinScore:
+    """``--min-score METRIC=X``: keep the samples whose score (``DIR/scores/``) is at least X; an unscored sample
+    is not kept (nothing says it is good)."""
+
+    metric: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, item: str) -> MinScore:
+        metric, sep, text = item.partition("=")
+        try:
+            threshold = float(text)
+        except ValueError:
+            threshold = float("nan")
+        if not sep or not metric.strip() or threshold != threshold:
+            raise ExportError(f"--min-score {item!r}: expected METRIC=NUMBER, e.g. --min-score exact_match=1")
+        return cls(metric.strip(), threshold)
+
+    def keep(self, table: pa.Table, scores: Scores | None) -> pa.Table:
+        import pyarrow as pa
+
+        if scores is None:
+            raise ExportError(
+                f"--min-score {self.metric}: DIR/scores/ does not exist; run `tgbatch score DIR` first"
+            )
+        known = {name for entry in scores.values() for name in entry} - {"row_id", "sample", "extracted"}
+        if self.metric not in known:
+            raise ExportError(
+                f"--min-score {self.metric!r}: not a score of this folder; its scores: {', '.join(sorted(known))}"
+            )
+        keep = []
+        for row_id, sample in zip(table.column("row_id").to_pylist(), table.column("sample").to_pylist(), strict=True):
+            value = (scores.get((str(row_id), int(sample))) or {}).get(self.metric)
+            keep.append(value is not None and value >= self.threshold)
+        return table.filter(pa.array(keep, type=pa.bool_()))
