@@ -1,10 +1,11 @@
-"""Beyond one machine, with real processes: the default drain ends before a 30 s SIGKILL, and the shipped Slurm
-array script on a real single-node Slurm cluster (``shared/tools/slurm-single-node.sh``): four tasks started
+"""Beyond one machine, with real processes: shard processes writing one file at once never collide, the default
+drain ends before a 30 s SIGKILL, and the shipped Slurm array script on a real single-node Slurm cluster (``shared/tools/slurm-single-node.sh``): four tasks started
 together, one cancelled mid-run and resubmitted, every row exactly once."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -24,9 +25,6 @@ from tgbatch.cli.run import DEFAULT_DRAIN_S
 
 from ._server_util import live_servers
 from .runner_util import prompts, write_job, write_jsonl
-
-# every test here starts processes and takes seconds: `pytest -m 'not slow'` skips them
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 # in CI the repository is a fresh clone with shared/ copied beside it; in a worktree it is /work/shared
@@ -49,6 +47,30 @@ def _poll(ready: Any, what: str, deadline_s: float = DEADLINE_S) -> Any:
     return value
 
 
+def _write_many(path: str, barrier: Any, times: int) -> None:
+    from tgbatch.output.atomic import write_atomic
+
+    barrier.wait()  # every process starts writing in the same instant, as array tasks opening one folder do
+    for i in range(times):
+        write_atomic(Path(path), f"written by {os.getpid()} ({i})\n".encode())
+
+
+def test_processes_writing_one_file_at_once_never_collide(tmp_path: Path) -> None:
+    """The start-up race of array tasks (all write the shared job.yaml): with one temp name for every process,
+    one process renamed the temp file another was still writing, and the other's rename failed."""
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(6)
+    target = tmp_path / "job.yaml"
+    procs = [ctx.Process(target=_write_many, args=(str(target), barrier, 20)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=100)
+    assert [proc.exitcode for proc in procs] == [0] * 6
+    assert re.fullmatch(r"written by \d+ \(19\)\n", target.read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["job.yaml"]  # no temp file left behind
+
+
 def _gauge(url: str, name: str) -> float:
     for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
         if line.startswith(name + " "):
@@ -56,6 +78,7 @@ def _gauge(url: str, name: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow  # 20 s: the default drain
 def test_sigterm_with_long_requests_in_flight_exits_130_before_a_30s_kill(tmp_path: Path) -> None:
     assert DEFAULT_DRAIN_S < KILL_DELAY_S - 5  # leaves time to commit and print the summary
     # every request decodes for 100 s: no drain can finish them, so the run must stop on the drain's clock
@@ -150,6 +173,7 @@ def _array_env(tmp_path: Path) -> dict[str, str]:
     return _env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 
+@pytest.mark.slow  # a Slurm cluster and five tasks: about 35 s
 def test_slurm_array_cancel_and_resubmit_writes_every_row_once(tmp_path: Path, slurm: None) -> None:
     n = 240
     # 8 tokens at 40 ms each, 2 at a time: a shard of ~60 rows takes several seconds
