@@ -24,6 +24,10 @@ from tgbatch.cli._format import format_summary
 if TYPE_CHECKING:
     from tgbatch.runner import RunResult
 
+#: below Slurm's default KillWait and Kubernetes' default grace period (both 30 s): the drain must end, and the
+#: run commit and exit 130, before SIGKILL (equal to RunOptions.drain_s, which the CLI must not import at start)
+DEFAULT_DRAIN_S = 20.0
+
 
 @app.command("run")
 def run_command(
@@ -50,9 +54,11 @@ def run_command(
             "--grace",
             min=0,
             help="On Ctrl-C/SIGTERM or a budget: seconds to let in-flight requests finish (a second signal stops "
-            "at once).",
+            "at once). The default stays below the 30 s after which Slurm (KillWait) and Kubernetes "
+            "(terminationGracePeriodSeconds) send SIGKILL, leaving time to commit and exit 130; raise it only "
+            "with those.",
         ),
-    ] = 30.0,
+    ] = DEFAULT_DRAIN_S,
     max_runtime: Annotated[
         str | None,
         typer.Option(

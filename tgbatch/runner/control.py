@@ -22,7 +22,7 @@ class RunOptions:
     limit: int | None = None  # overrides dataset.limit when set
     fresh: bool = False
     retry_failed: bool = False
-    drain_s: float = 30.0
+    drain_s: float = 20.0  # below the usual 30 s before SIGKILL (Slurm KillWait, Kubernetes grace period)
     max_runtime_s: float | None = None
     max_new_tokens_total: int | None = None
 
