@@ -430,7 +430,7 @@ async def test_disk_full_stops_with_a_clear_error_and_resumes(
 ) -> None:
     import errno
 
-    import tgbatch.runner.writer as pipeline
+    import tgbatch.output.store as pipeline  # where a local folder commits a shard
     from tgbatch.errors import OutputError
 
     real_commit = pipeline.commit_table

@@ -13,13 +13,14 @@ from tgbatch.errors import ResumeError
 from tgbatch.metrics.merge import merge_snapshots
 from tgbatch.output.layout import OutputDir, shard_rows
 from tgbatch.output.progress import is_live, pid_alive, read_stats_files
+from tgbatch.output.store import Location, Store
 
 #: the bulky parts of a snapshot that ``status --json`` leaves out (they are for merging shards)
 _HISTOGRAMS = ("latency_histogram", "recent_latency_histogram")
 
 
 def collect_status(
-    root: Path,
+    root: Location,
     *,
     now: float | None = None,
     hostname: str | None = None,
@@ -37,15 +38,17 @@ def collect_status(
     """
     out = OutputDir(root)
     manifests = out.manifests()
-    data_files = out.committed("data")
-    error_files = out.committed("errors")
+    data_files = out.committed_names("data")
+    error_files = out.committed_names("errors")
     if not manifests and not data_files and not error_files:
-        if not root.exists():
-            raise ResumeError(f"{str(root)!r}: no such folder (give a job's output folder, e.g. runs/<job name>)")
-        raise ResumeError(f"{str(root)!r} is not a tgbatch output folder (no manifest.json and no data/)")
+        if not out.exists():
+            raise ResumeError(
+                f"{out.describe()!r}: no such folder (give a job's output folder, e.g. runs/<job name>)"
+            )
+        raise ResumeError(f"{out.describe()!r} is not a tgbatch output folder (no manifest.json and no data/)")
     listed = _listed_files(manifests)
-    done, tokens = _count(root, data_files, listed, tokens=True)
-    failed, _ = _count(root, error_files, listed, tokens=False)
+    done, tokens = _count(out.store, data_files, listed, tokens=True)
+    failed, _ = _count(out.store, error_files, listed, tokens=False)
     by_count: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for _, manifest in manifests:
         by_count[int((manifest.get("shard") or {}).get("count", 1))].append(manifest)
@@ -53,8 +56,8 @@ def collect_status(
     samples = next((int(m.get("samples", 1)) for _, m in manifests), 1)
     total = _total(by_count, samples)
     elapsed = [float(m.get("elapsed_s") or 0.0) for _, m in manifests]
-    live, dead = _live(root, manifests, done, failed, total, now=now, hostname=hostname, alive=alive)
-    summaries = [s for _, s in read_stats_files(root, "summary")]
+    live, dead = _live(out.store, manifests, done, failed, total, now=now, hostname=hostname, alive=alive)
+    summaries = [s for _, s in read_stats_files(out.store, "summary")]
     return {
         "output_dir": str(root),
         "job": next((m.get("job") for _, m in manifests), None),
@@ -101,17 +104,17 @@ def _listed_files(manifests: list[tuple[Path, dict[str, Any]]]) -> dict[str, dic
     return {entry["file"]: entry for _, m in manifests for entry in m.get("files") or [] if "file" in entry}
 
 
-def _count(root: Path, files: list[Path], listed: dict[str, dict[str, Any]], *, tokens: bool) -> tuple[int, int]:
+def _count(store: Store, files: list[str], listed: dict[str, dict[str, Any]], *, tokens: bool) -> tuple[int, int]:
     """Rows (and generated tokens) in ``files``: from the manifests where they list the file, else from the
     file itself (a crash between a commit and its manifest, or an older version's manifest without tokens).
     Only files on disk count: the files are the truth, the manifests a cheap index of them."""
     rows = total_tokens = 0
-    for path in files:
-        entry = listed.get(str(path.relative_to(root)))
-        rows += int(entry["rows"]) if entry is not None else shard_rows(path)
+    for name in files:
+        entry = listed.get(name)
+        rows += int(entry["rows"]) if entry is not None else shard_rows(store, name)
         if tokens:
             known = entry.get("tokens") if entry is not None else None
-            total_tokens += int(known) if known is not None else _tokens(path)
+            total_tokens += int(known) if known is not None else _tokens(store, name)
     return rows, total_tokens
 
 
@@ -120,7 +123,7 @@ def _strip(snapshot: dict[str, Any]) -> dict[str, Any]:
 
 
 def _live(
-    root: Path,
+    store: Store,
     manifests: list[tuple[Path, dict[str, Any]]],
     committed_done: int,
     committed_failed: int,
@@ -134,7 +137,7 @@ def _live(
     now = time.time() if now is None else now
     running: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
-    for _, snapshot in read_stats_files(root, "progress"):
+    for _, snapshot in read_stats_files(store, "progress"):
         if is_live(snapshot, now=now, hostname=hostname, alive=alive):
             running.append(snapshot)
         elif snapshot.get("state") == "running":
@@ -192,13 +195,14 @@ def _total(by_count: dict[int, list[dict[str, Any]]], samples: int) -> int | Non
     return best
 
 
-def _tokens(path: Path) -> int:
+def _tokens(store: Store, name: str) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
-        column = pq.read_table(path, columns=["generated_tokens"]).column("generated_tokens")
+        with store.open_input(name) as source:
+            column = pq.read_table(source, columns=["generated_tokens"]).column("generated_tokens")
     except (OSError, ValueError, KeyError) as exc:
-        raise ResumeError(f"{str(path)!r} is unreadable: {exc}") from exc
+        raise ResumeError(f"{store.describe(name)!r} is unreadable: {exc}") from exc
     total = pc.sum(column).as_py()
     return int(total or 0)

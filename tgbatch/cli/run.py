@@ -20,6 +20,7 @@ from tgbatch.cli._errors import (
     parse_shard,
 )
 from tgbatch.cli._format import format_summary
+from tgbatch.job.location import Location
 
 if TYPE_CHECKING:
     from tgbatch.runner import RunResult
@@ -32,7 +33,9 @@ DEFAULT_DRAIN_S = 20.0
 @app.command("run")
 def run_command(
     job: Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides output.dir).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output folder or s3:// URL (overrides output.dir).")
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a spec value: KEY.PATH=VALUE (VALUE read as YAML). Repeatable."),
@@ -132,13 +135,16 @@ def run_command(
     raise typer.Exit(code)
 
 
-def _score(out: Path, shard: tuple[int, int]) -> None:
+def _score(out: Location, shard: tuple[int, int]) -> None:
     """The job's ``score:`` section, over every row written so far (after a resume: all of them). A scoring
     problem does not undo the run: it is said, with the command that scores again once it is fixed."""
     from tgbatch.cli.score import format_scores
     from tgbatch.errors import TGBatchError
     from tgbatch.score.folder import resolve_spec, score_folder
 
+    if not isinstance(out, Path):  # an object-store URL
+        typer.echo("scores: not computed in an object store; copy the output to a local folder and run tgbatch score")
+        return
     if shard[1] > 1:
         typer.echo(f"scores: when every shard is done, run: tgbatch score {_shown(out)}")
         return
@@ -153,7 +159,7 @@ def _score(out: Path, shard: tuple[int, int]) -> None:
         typer.echo(f"  {line}")
 
 
-def _report(result: RunResult, out: Path) -> int:
+def _report(result: RunResult, out: Location) -> int:
     shown = _shown(out)
     if result.summary is not None:
         typer.echo(format_summary(result.summary))
@@ -178,7 +184,9 @@ def _report(result: RunResult, out: Path) -> int:
     return EXIT_FAILED_ROWS if result.failed_total else EXIT_OK
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Location) -> str:
+    if isinstance(path, str):
+        return path
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:

@@ -23,7 +23,7 @@ def _duration(seconds: float) -> str:
 
 @app.command("status")
 def status_command(
-    output_dir: Annotated[Path, typer.Argument(help="A job's output folder.", show_default=False)],
+    output_dir: Annotated[str, typer.Argument(help="A job's output folder (or its s3:// URL).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Show a job's progress: rows done, failed and remaining, generated tokens and run time, per shard.
@@ -32,10 +32,12 @@ def status_command(
     tokens/s, ETA, latency p50/p95, retries by cause and per-endpoint counts. Exit code 0, or 2 when DIR is not
     a tgbatch output folder.
     """
+    from tgbatch.job.location import parse_location
     from tgbatch.status import collect_status
 
     with exit_codes():
-        status = collect_status(output_dir)
+        location = parse_location(output_dir, "output folder", absolute=False)
+        status = collect_status(location)
     if as_json:
         typer.echo(json.dumps(status, indent=2))
         return
@@ -80,7 +82,8 @@ def status_command(
             f"note:       shard {run['shard']}'s run (pid {run['pid']} on {run['hostname']}, last update "
             f"{run['updated_at']}) stopped without finishing (killed?); run the same command to resume"
         )
-    _echo_scores(output_dir)
+    if isinstance(location, Path):
+        _echo_scores(location)
 
 
 def _echo_scores(output_dir: Path) -> None:

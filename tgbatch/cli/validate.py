@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 @app.command("validate")
 def validate_command(
     job: Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides output.dir).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output folder or s3:// URL (overrides output.dir).")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a spec value: KEY.PATH=VALUE. Repeatable.")
     ] = None,

@@ -28,6 +28,7 @@ from tgbatch.input.files import (
     read_batches,
     read_schema,
 )
+from tgbatch.job.location import check_url
 from tgbatch.job.spec import DatasetSpec, LoadedJob
 
 _EXTENSIONS = {
@@ -109,6 +110,11 @@ class DatasetsSource(Source):
 def open_source(job: LoadedJob) -> Source:
     """Find and open the job's input. Raises ``DatasetError`` naming ``dataset.path`` when it cannot."""
     spec = job.spec.dataset
+    if check_url(spec.path, "dataset.path") is not None:
+        from tgbatch.input.remote import fetch
+
+        files = fetch(spec.path, lambda name: format_of(Path(name)) is not None and not name.startswith("."))
+        return _file_source(files, spec.format, {"kind": "files", "path": spec.path}, spec, job.spec.api)
     path = job.resolve_input(spec.path)
     if any(ch in spec.path for ch in "*?["):
         files = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())

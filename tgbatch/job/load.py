@@ -20,6 +20,7 @@ from tgbatch.errors import SpecError
 from tgbatch.errors import ValidationError as TGIValidationError
 from tgbatch.job import batch_file
 from tgbatch.job.chat_params import ChatParameters, CompletionsParameters
+from tgbatch.job.location import Location, parse_location
 from tgbatch.job.spec import _NAME_RE, _SENSITIVE, JobSpec, LoadedJob, _api_of
 
 
@@ -113,13 +114,18 @@ def load_job_data(data: dict[str, Any], overrides: list[str] | None = None, *, s
                 f"endpoint.headers.{key} looks like a secret: it is redacted in job.yaml; prefer "
                 f"endpoint.token_env (the token is read from the environment and never written)"
             )
-    output_dir = Path(os.path.expanduser(spec.output.dir)) if spec.output.dir else Path("runs") / name
-    partial = LoadedJob(spec, name, "", source, base_dir, output_dir.absolute(), warnings)
+    output_dir = _output_location(spec.output.dir, name)
+    partial = LoadedJob(spec, name, "", source, base_dir, output_dir, warnings)
     if spec.template is not None:
         template_text = spec.template
     else:
         template_text = _read_template(partial) if spec.template_file is not None else ""
-    return LoadedJob(spec, name, template_text, source, base_dir, output_dir.absolute(), warnings)
+    return LoadedJob(spec, name, template_text, source, base_dir, output_dir, warnings)
+
+
+def _output_location(value: str | None, name: str) -> Location:
+    """``output.dir`` as an absolute local folder, or as given when it is an object-store URL."""
+    return parse_location(value, "output.dir") if value else (Path("runs") / name).absolute()
 
 
 def _batch_input(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:

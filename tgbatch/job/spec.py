@@ -20,6 +20,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tgbatch.backends.tgi.rules import Parameters
 from tgbatch.job.chat_params import Api, ChatParameters, CompletionsParameters
+from tgbatch.job.location import Location
 from tgbatch.job.messages import MessageSpec
 from tgbatch.score.spec import ScoreSpec
 from tgbatch.types import U64_MAX
@@ -334,7 +335,7 @@ class LoadedJob:
     template_text: str
     source: Path | None
     base_dir: Path
-    output_dir: Path
+    output_dir: Location  # a local folder, or an object-store URL (job.location)
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -44,14 +44,18 @@ def write_atomic(path: Path, payload: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def table_row_group(table: pa.Table) -> int:
+    """Rows per row group: bounded by rows and by bytes."""
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    return max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row))
+
+
 def commit_table(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` atomically, with row groups bounded by rows and bytes."""
     tmp = temp_path(path)
-    per_row = max(1, table.nbytes // max(1, table.num_rows))
-    group = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row))
     import pyarrow.parquet as pq  # here, not at the top: tgbatch status and --help start without Arrow
 
-    pq.write_table(table, tmp, row_group_size=group, compression="zstd")
+    pq.write_table(table, tmp, row_group_size=table_row_group(table), compression="zstd")
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 from tgbatch.errors import ResumeError
 from tgbatch.input.keys import KeySet, in_shard, row_hashes, row_keys
 from tgbatch.output.layout import OutputDir
+from tgbatch.output.store import Store
 
 
 class SampleKeys:
@@ -60,8 +60,8 @@ class Checkpoint:
     def load(cls, out: OutputDir, shard: tuple[int, int] = (0, 1)) -> Checkpoint:
         """Read the row ids of every committed shard in the folder (all shard tags: a run may resume rows a
         different ``--shard`` split already wrote)."""
-        done, done_n = _load(out.committed("data"), shard)
-        failed, failed_n = _load(out.committed("errors"), shard)
+        done, done_n = _load(out.store, out.committed_names("data"), shard)
+        failed, failed_n = _load(out.store, out.committed_names("errors"), shard)
         return cls(done, failed, done_n, failed_n)
 
     def pending(self, keys: np.ndarray, sample: int, *, retry_failed: bool = False) -> np.ndarray:
@@ -82,10 +82,10 @@ class Checkpoint:
         return todo
 
 
-def _load(files: list[Path], shard: tuple[int, int]) -> tuple[SampleKeys, int]:
+def _load(store: Store, files: list[str], shard: tuple[int, int]) -> tuple[SampleKeys, int]:
     chunks: dict[int, list[np.ndarray]] = {}
     in_this_shard = 0
-    for ids, samples in _id_columns(files):
+    for ids, samples in _id_columns(store, files):
         keys = row_keys(ids)
         for sample in np.unique(samples).tolist():
             chunks.setdefault(int(sample), []).append(keys[samples == sample])
@@ -103,17 +103,17 @@ def _load(files: list[Path], shard: tuple[int, int]) -> tuple[SampleKeys, int]:
     return SampleKeys(by_sample), in_this_shard
 
 
-def _id_columns(files: list[Path]) -> Iterator[tuple[list[str], np.ndarray]]:
+def _id_columns(store: Store, files: list[str]) -> Iterator[tuple[list[str], np.ndarray]]:
     """The ``row_id`` (as Python strings) and ``sample`` columns of each committed file, one file at a time."""
-    for path in files:
+    for name in files:
         try:
-            with pa.memory_map(str(path)) as source:
+            with store.open_input(name) as source:
                 table = pq.ParquetFile(source).read(columns=["row_id", "sample"], use_threads=False)
                 ids = table.column("row_id").to_pylist()
                 samples = table.column("sample").to_numpy().copy()
             del table
         except (OSError, pa.ArrowException, KeyError) as exc:
             raise ResumeError(
-                f"committed shard {str(path)!r} is unreadable ({exc}); move it away to redo its rows"
+                f"committed shard {store.describe(name)!r} is unreadable ({exc}); move it away to redo its rows"
             ) from exc
         yield ids, samples

@@ -15,18 +15,19 @@ Several ``--shard I/N`` processes share a folder: each writes only files carryin
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgbatch.errors import OutputError, ResumeError
-from tgbatch.output.atomic import fsync_dir, write_atomic
+from tgbatch.job.location import Location, join
 from tgbatch.output.shards import CommittedFile
+from tgbatch.output.store import Store, open_store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SHARD_FILE = re.compile(r"^part-(?P<tag>\d+of\d+)-(?P<seq>\d+)\.parquet$")
 MANIFEST_FILE = re.compile(r"^manifest(-\d+of\d+)?\.json$")
@@ -37,148 +38,149 @@ _OURS = re.compile(
 
 
 class OutputDir:
-    """One process's view of the output folder, for shard ``index`` of ``count``."""
+    """One process's view of the output folder, for shard ``index`` of ``count``: a local folder or an object
+    store (``root`` an fsspec URL), all I/O going through its ``store``."""
 
-    def __init__(self, root: Path, shard: tuple[int, int] = (0, 1)) -> None:
+    def __init__(self, root: Location, shard: tuple[int, int] = (0, 1)) -> None:
         self.root = root
+        self.store = open_store(root)
         self.shard = shard
         self.tag = f"{shard[0]}of{shard[1]}"
-        self.manifest_path = root / ("manifest.json" if shard[1] == 1 else f"manifest-{self.tag}.json")
-        self._lock_fd: int | None = None
+        self.manifest_name = "manifest.json" if shard[1] == 1 else f"manifest-{self.tag}.json"
+        self.manifest_path = join(root, self.manifest_name)
+
+    def describe(self, rel: str = "") -> str:
+        return self.store.describe(rel)
 
     # -- inspection ------------------------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self.root.exists()
+        return self.store.exists()
 
     def check_is_folder(self) -> None:
         """Refuse an output path that is a file (or a folder that cannot be made), naming it and the fix."""
-        if self.root.exists() and not self.root.is_dir():
+        if self.store.is_file():
             raise ResumeError(
-                f"output.dir: {str(self.root)!r} is a file, not a folder; choose another --output / output.dir"
+                f"output.dir: {self.describe()!r} is a file, not a folder; choose another --output / output.dir"
             )
 
     def foreign_entries(self) -> list[str]:
         """Entries that tgbatch did not write (a folder holding them is not a tgbatch output folder)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if not _OURS.match(p.name))
+        return [name for name in self.store.names() if not _OURS.match(name)]
 
     def manifests(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Every shard's manifest, as (its name as a ``Path``, its content)."""
         found: list[tuple[Path, dict[str, Any]]] = []
-        if not self.root.is_dir():
-            return found
-        for path in sorted(self.root.iterdir()):
-            if MANIFEST_FILE.match(path.name):
+        for name in self.store.names():
+            if MANIFEST_FILE.match(name):
                 try:
-                    found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+                    found.append((Path(name), json.loads(self.store.read_bytes(name).decode("utf-8"))))
                 except (OSError, ValueError) as exc:
-                    raise ResumeError(f"cannot read {str(path)!r}: {exc}; delete the folder or use --fresh") from exc
+                    raise ResumeError(
+                        f"cannot read {self.describe(name)!r}: {exc}; delete the folder or use --fresh"
+                    ) from exc
         return found
 
-    def committed(self, kind: str, own_only: bool = False) -> list[Path]:
-        """Committed shard files of ``kind`` (``data`` or ``errors``), in name order."""
-        folder = self.root / kind
-        if not folder.is_dir():
-            return []
+    def committed_names(self, kind: str, own_only: bool = False) -> list[str]:
+        """Committed shard files of ``kind`` (``data`` or ``errors``) as ``kind/part-...``, in name order."""
         files = []
-        for path in sorted(folder.iterdir()):
-            match = SHARD_FILE.match(path.name)
+        for name in self.store.names(kind):
+            match = SHARD_FILE.match(name)
             if match and (not own_only or match["tag"] == self.tag):
-                files.append(path)
+                files.append(f"{kind}/{name}")
         return files
 
+    def committed(self, kind: str, own_only: bool = False) -> list[Path]:
+        """``committed_names`` as local paths (a local folder only)."""
+        if self.store.remote:
+            raise OutputError(f"{self.describe()!r}: this command reads local output folders only")
+        return [Path(self.root) / name for name in self.committed_names(kind, own_only)]
+
     def own_files(self) -> list[CommittedFile]:
-        out = []
-        for kind in KINDS:
-            for path in self.committed(kind, own_only=True):
-                out.append(CommittedFile(f"{kind}/{path.name}", shard_rows(path)))
-        return out
+        return [
+            CommittedFile(name, shard_rows(self.store, name))
+            for kind in KINDS
+            for name in self.committed_names(kind, own_only=True)
+        ]
 
     def next_seq(self) -> int:
-        seqs = [int(SHARD_FILE.match(p.name)["seq"]) for k in KINDS for p in self.committed(k, own_only=True)]  # type: ignore[index]
-        return max(seqs, default=-1) + 1
+        names = [n.rpartition("/")[2] for k in KINDS for n in self.committed_names(k, own_only=True)]
+        return max((int(SHARD_FILE.match(n)["seq"]) for n in names), default=-1) + 1  # type: ignore[index]
 
-    def shard_path(self, kind: str, seq: int) -> Path:
-        return self.root / kind / f"part-{self.tag}-{seq:06d}.parquet"
+    def shard_name(self, kind: str, seq: int) -> str:
+        return f"{kind}/part-{self.tag}-{seq:06d}.parquet"
+
+    def shard_path(self, kind: str, seq: int) -> Location:
+        return join(self.root, self.shard_name(kind, seq))
 
     # -- changes ---------------------------------------------------------------------------------------------
 
     def create(self) -> None:
         for kind in KINDS:
-            (self.root / kind).mkdir(parents=True, exist_ok=True)
+            self.store.makedirs(kind)
+
+    def commit_table(self, kind: str, seq: int, table: pa.Table) -> str:
+        """Commit ``table`` as this shard's file ``seq`` of ``kind`` (whole or not at all); its name."""
+        name = self.shard_name(kind, seq)
+        self.store.write_table(name, table)
+        return name
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold this shard's lock (released by the kernel even on SIGKILL)."""
+        """Hold this shard's lock (a local folder's is released by the kernel even on SIGKILL; an object
+        store's is a lease, see ``lease.py``)."""
         self.check_is_folder()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.store.makedirs()
         except OSError as exc:  # a parent that is a file, no permission, a read-only disk
             raise OutputError(
-                f"output.dir: cannot create {str(self.root)!r}: {exc.strerror or exc}; choose another --output"
+                f"output.dir: cannot create {self.describe()!r}: {exc.strerror or exc}; choose another --output"
             ) from exc
-        fd = os.open(self.root / f".lock-{self.tag}", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ResumeError(
-                    f"another tgbatch run is writing shard {self.tag} of {str(self.root)!r}; wait for it or stop it"
-                ) from None
+        with self.store.lock(f".lock-{self.tag}", f"shard {self.tag} of {self.describe()!r}"):
             yield
-        finally:
-            os.close(fd)
 
     def discard_temp_files(self) -> list[Path]:
-        """Remove this shard's half-written temp files (left by a crash)."""
+        """Remove this shard's half-written temp files (left by a crash; an object store has none)."""
         removed = []
-        for folder in (self.root, *(self.root / k for k in KINDS)):
-            if not folder.is_dir():
-                continue
-            for path in folder.iterdir():
-                name = path.name
+        for folder in ("", *KINDS):
+            for name in self.store.names(folder):
                 if not name.endswith(".tmp"):
                     continue
                 # temp names are ``.{name}.{pid}.{token}.tmp`` (``atomic.temp_path``); an older tgbatch wrote
                 # ``.{name}.tmp``
-                if name.startswith((f".part-{self.tag}-", f".{self.manifest_path.name}.")):
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+                if name.startswith((f".part-{self.tag}-", f".{self.manifest_name}.")):
+                    rel = f"{folder}/{name}" if folder else name
+                    self.store.delete(rel)
+                    removed.append(Path(rel))
         return removed
 
     def clear(self) -> None:
         """``--fresh``: delete everything tgbatch wrote here (and nothing else)."""
-        for path in self.root.iterdir() if self.root.is_dir() else []:
-            if not _OURS.match(path.name) or path.name.startswith(".lock-"):
+        for name in self.store.names():
+            if not _OURS.match(name) or name.startswith(".lock-"):
                 continue
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        if self.root.is_dir():
-            fsync_dir(self.root)
+            self.store.delete(name)
+        self.store.sync()
 
     def retire_errors(self) -> int:
         """``--retry-failed``: move this shard's error files (all of them for an unsharded run) to retired/,
         so their rows are pending again. Returns how many files moved."""
-        files = self.committed("errors", own_only=self.shard[1] != 1)
+        files = self.committed_names("errors", own_only=self.shard[1] != 1)
         if not files:
             return 0
-        retired = self.root / "retired"
-        retired.mkdir(exist_ok=True)
-        for path in files:
-            os.replace(path, retired / f"errors-{path.name}")
-        fsync_dir(retired)
-        fsync_dir(self.root / "errors")
+        self.store.makedirs("retired")
+        for name in files:
+            self.store.move(name, f"retired/errors-{name.rpartition('/')[2]}")
+        self.store.sync("retired")
+        self.store.sync("errors")
         return len(files)
 
     def write_job_yaml(self, data: dict[str, Any]) -> None:
         text = _dump_yaml(data)
-        write_atomic(self.root / "job.yaml", text.encode("utf-8"))
+        self.store.write_bytes("job.yaml", text.encode("utf-8"))
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_atomic(self.manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+        self.store.write_bytes(self.manifest_name, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
 
 
 def _dump_yaml(data: dict[str, Any]) -> str:
@@ -196,11 +198,12 @@ def _dump_yaml(data: dict[str, Any]) -> str:
     return yaml.dump(data, Dumper=BlockDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
-def shard_rows(path: Path) -> int:
+def shard_rows(store: Store, name: str) -> int:
     """A committed shard's row count, from its Parquet footer (Arrow is imported only when one is read)."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path).metadata.num_rows
+        with store.open_input(name) as source:
+            return int(pq.ParquetFile(source).metadata.num_rows)
     except (OSError, ValueError) as exc:
-        raise ResumeError(f"committed shard {str(path)!r} is unreadable: {exc}") from exc
+        raise ResumeError(f"committed shard {store.describe(name)!r} is unreadable: {exc}") from exc

@@ -46,7 +46,7 @@ class ResumeCheck:
 
     def own(self, out: OutputDir) -> dict[str, Any]:
         """This shard's manifest from an earlier run, or ``{}``."""
-        return next((m for path, m in self.manifests if path == out.manifest_path), {})
+        return next((m for path, m in self.manifests if path.name == out.manifest_name), {})
 
 
 def check_resume(out: OutputDir, fingerprint: Fingerprint) -> ResumeCheck:
@@ -57,7 +57,7 @@ def check_resume(out: OutputDir, fingerprint: Fingerprint) -> ResumeCheck:
     foreign = out.foreign_entries()
     if foreign:
         raise ResumeError(
-            f"{str(out.root)!r} is not a tgbatch output folder (it holds {', '.join(foreign[:5])}); choose "
+            f"{out.describe()!r} is not a tgbatch output folder (it holds {', '.join(foreign[:5])}); choose "
             "another output.dir / --output"
         )
     manifests = out.manifests()
@@ -65,14 +65,14 @@ def check_resume(out: OutputDir, fingerprint: Fingerprint) -> ResumeCheck:
         if manifest.get("fingerprint") != fingerprint.digest:
             differs = fingerprint.differences(manifest.get("fingerprint_parts") or {}) or ["the job"]
             raise ResumeError(
-                f"{str(out.root)!r} holds the output of a different job ({path.name} has fingerprint "
+                f"{out.describe()!r} holds the output of a different job ({path.name} has fingerprint "
                 f"{manifest.get('fingerprint')}, this job is {fingerprint.digest}): {', '.join(differs)} changed. "
                 "Resuming would mix results. Run with --fresh to start over (deleting that output), or "
                 "choose another --output"
             )
-    if not manifests and (out.committed("data") or out.committed("errors")):
+    if not manifests and (out.committed_names("data") or out.committed_names("errors")):
         raise ResumeError(
-            f"{str(out.root)!r} holds result files but no manifest, so their job is unknown; run with "
+            f"{out.describe()!r} holds result files but no manifest, so their job is unknown; run with "
             "--fresh to start over, or choose another --output"
         )
     return ResumeCheck(manifests)

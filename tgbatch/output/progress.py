@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tgbatch.job.location import Location, is_remote, join
 from tgbatch.metrics.live import FORMAT, LiveStats
-from tgbatch.output.atomic import write_atomic
+from tgbatch.output.store import LocalStore, ObjectStore, Store, open_store
 
 log = logging.getLogger("tgbatch.job")
 
@@ -49,18 +50,19 @@ class ProgressFile:
     def __init__(
         self,
         stats: LiveStats,
-        root: Path,
+        root: Location,
         shard: tuple[int, int] = (0, 1),
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
-        write: Callable[[Path, bytes], None] = write_atomic,
     ) -> None:
         self.stats = stats
-        self.root = Path(root)
-        self.path = self.root / stats_file_name("progress", shard)
-        self.summary_path = self.root / stats_file_name("summary", shard)
+        self.root = root if is_remote(root) else Path(root)
+        self._store = open_store(self.root)
+        self.name = stats_file_name("progress", shard)
+        self.summary_name = stats_file_name("summary", shard)
+        self.path = join(self.root, self.name)
+        self.summary_path = join(self.root, self.summary_name)
         self.interval_s = interval_s
-        self._write = write
         self._next = -math.inf
         self._warned_at = -math.inf
         self.writes = 0
@@ -73,14 +75,14 @@ class ProgressFile:
         snapshot["interval_s"] = self.interval_s
         return (json.dumps(snapshot, indent=1, allow_nan=False) + "\n").encode("utf-8")
 
-    def _put(self, path: Path, payload: bytes) -> bool:
+    def _put(self, name: str, payload: bytes) -> bool:
         try:
-            self._write(path, payload)
+            self._store.write_bytes(name, payload)
         except OSError as exc:
             now = self.stats.clock()
             if now - self._warned_at >= 60.0:
                 self._warned_at = now
-                log.warning("could not write %s: %s (the job goes on)", path, exc)
+                log.warning("could not write %s: %s (the job goes on)", self._store.describe(name), exc)
             return False
         self.writes += 1
         return True
@@ -92,7 +94,7 @@ class ProgressFile:
         if now < self._next:
             return False
         self._next = now + self.interval_s
-        return self._put(self.path, self._payload())
+        return self._put(self.name, self._payload())
 
     async def maybe_write_async(self, now: float | None = None) -> bool:
         """``maybe_write`` with the file I/O in a worker thread (the snapshot is taken here, on the loop)."""
@@ -103,7 +105,7 @@ class ProgressFile:
         payload = self._payload()
         import anyio.to_thread  # the writer's path only: tgbatch status reads these files without anyio
 
-        return await anyio.to_thread.run_sync(self._put, self.path, payload)
+        return await anyio.to_thread.run_sync(self._put, self.name, payload)
 
     def write_final(self, state: str, reason: str | None = None) -> dict[str, Any]:
         """End of run: freeze the stats in ``state`` and write both ``progress.json`` (so ``status`` sees the
@@ -111,8 +113,8 @@ class ProgressFile:
         if self.stats.state == "running":
             self.stats.finish(state, reason)
         payload = self._payload()
-        self._put(self.path, payload)
-        self._put(self.summary_path, payload)
+        self._put(self.name, payload)
+        self._put(self.summary_name, payload)
         return json.loads(payload)
 
     async def write_final_async(self, state: str, reason: str | None = None) -> dict[str, Any]:
@@ -121,8 +123,8 @@ class ProgressFile:
         payload = self._payload()
 
         def put_both() -> None:
-            self._put(self.path, payload)
-            self._put(self.summary_path, payload)
+            self._put(self.name, payload)
+            self._put(self.summary_name, payload)
 
         import anyio.to_thread
 
@@ -133,22 +135,21 @@ class ProgressFile:
 # -- reading the files back (tgbatch status) --------------------------------------------------------------------
 
 
-def read_stats_files(root: Path, kind: str = "progress") -> list[tuple[Path, dict[str, Any]]]:
-    """Every ``progress*.json`` (or ``summary*.json``) in ``root`` that parses; unreadable ones are skipped
-    (a file from another version, or a folder being deleted)."""
+def read_stats_files(root: Location | Store, kind: str = "progress") -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``progress*.json`` (or ``summary*.json``) in ``root`` that parses, as (its name as a ``Path``,
+    its content); unreadable ones are skipped (a file from another version, or a folder being deleted)."""
     found: list[tuple[Path, dict[str, Any]]] = []
-    if not root.is_dir():
-        return found
-    for path in sorted(root.iterdir()):
-        match = STATS_FILE.match(path.name)
+    store = root if isinstance(root, LocalStore | ObjectStore) else open_store(root)
+    for name in store.names():
+        match = STATS_FILE.match(name)
         if not match or match["kind"] != kind:
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(store.read_bytes(name).decode("utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("format") == FORMAT:
-            found.append((path, data))
+            found.append((Path(name), data))
     return found
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 
 from tgbatch.errors import JobError
+from tgbatch.job.location import Location
 from tgbatch.output.shards import CommittedFile
 
 StopKind = Literal["signal", "budget", "fatal"]
@@ -79,7 +79,7 @@ class RunControl:
 class RunResult:
     """How a run went. ``ok``/``failed`` count this run's rows; ``already_*`` what earlier runs wrote."""
 
-    output_dir: Path
+    output_dir: Location
     ok: int = 0
     failed: int = 0
     already_done: int = 0

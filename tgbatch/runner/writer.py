@@ -16,7 +16,6 @@ import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from tgbatch.errors import OutputError
-from tgbatch.output.atomic import commit_table
 from tgbatch.output.layout import OutputDir
 from tgbatch.output.manifest import Manifest
 from tgbatch.output.progress import ProgressFile
@@ -149,15 +148,14 @@ class Writer:
             for kind, tokens, table in tables:
                 if table is None:
                     continue
-                path = self.out.shard_path(kind, seq)
-                commit_table(table, path)
-                committed.append(CommittedFile(f"{kind}/{path.name}", table.num_rows, tokens))
+                name = self.out.commit_table(kind, seq, table)
+                committed.append(CommittedFile(name, table.num_rows, tokens))
             # data before manifest: the shards are committed, then the manifest lists them
             self.manifest.add(committed)
             self.manifest.write(complete=False, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
         except OSError as exc:
             raise OutputError(
-                f"cannot write to {str(self.out.root)!r}: {exc.strerror or exc} ({exc.filename or 'output'}). "
+                f"cannot write to {self.out.describe()!r}: {exc.strerror or exc} ({exc.filename or 'output'}). "
                 "Everything committed before is intact: fix the cause (free space, permissions) and run the "
                 "same command again to resume"
             ) from exc
@@ -183,7 +181,7 @@ class Writer:
             self.manifest.write(complete=complete, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
         except OSError as exc:
             raise OutputError(
-                f"cannot write the manifest in {str(self.out.root)!r}: {exc.strerror or exc}. The committed shards "
+                f"cannot write the manifest in {self.out.describe()!r}: {exc.strerror or exc}. The committed shards "
                 "are intact: fix the cause and run the same command again to resume"
             ) from exc
 
