@@ -13,8 +13,11 @@ ray``, and it imports ``ray`` only when a run starts.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +32,7 @@ INSTALL_HINT = "pip install 'tgbatch[ray]'  (or: pip install 'ray>=2.9')"
 #: how often Ray runs a shard's task again after its worker died or it raised (each run resumes the shard)
 MAX_RETRIES = 3
 POLL_S = 1.0
+CANCEL_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +107,42 @@ def run_ray(
     failures: list[tuple[int, BaseException]] = []
     pending = list(refs)
     try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
-            for ref in ready:
-                try:
-                    outcomes.append(ray.get(ref))
-                except Exception as exc:  # Ray's task or worker error, after the retries
-                    failures.append((refs[ref], exc))
-            watcher.poll()
+        with _sigterm_as_interrupt():
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+                for ref in ready:
+                    try:
+                        outcomes.append(ray.get(ref))
+                    except Exception as exc:  # Ray's task or worker error, after the retries
+                        failures.append((refs[ref], exc))
+                watcher.poll()
     except KeyboardInterrupt:
+        # the tasks stop where they are (what they committed stays; the rest is redone by the next run), and
+        # are waited for, so the same command run right after finds the shards' locks free
         for ref in pending:
             ray.cancel(ref)
+        ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
         raise
     finally:
         watcher.close()
     return _outcome(outcomes, failures, shards, output_dir, time.monotonic() - started, max_retries)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the driver as Ctrl-C does (cancel the tasks, exit 130), as it stops a local run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _connect(ray: ModuleType, address: str | None) -> None:
