@@ -156,6 +156,8 @@ def test_four_shards_stopped_by_sigterm_then_resumed_every_row_once_one_summary(
     generated = int(again.stdout.split("finished: ")[1].split(" rows generated")[0])
     before = int(again.stdout.split("; ")[1].split(" rows were already written")[0])
     assert generated + before == 400 and before > 0
+    # the driver's progress display, fed from the shards' progress files, counted them all as one
+    assert f"{generated}/{generated} rows this run" in again.stderr
     assert "Traceback" not in again.stderr
 
 
