@@ -185,6 +185,20 @@ def test_a_killed_worker_is_retried_and_its_shard_resumes_once(tmp_path: Path, r
     assert stdout.count("rows generated") == 1 and "rows were already written" in stdout
 
 
+@pytest.mark.slow
+def test_a_refused_token_stops_every_shard_with_exit_2_not_retried(tmp_path: Path, ray_address: str) -> None:
+    job = _job(tmp_path, 40, url="sim://?api_key=s3cret")
+    out = tmp_path / "out"
+    args = _cmd(job, out, "--executor", "ray", "--shards", "2", "--ray-address", ray_address)
+    env = {k: v for k, v in _env().items() if k != "HF_TOKEN"}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=DEADLINE_S)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: shard 0/2: the endpoint wants a token" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a job error is the task's answer, not a failure Ray would run again
+    assert [_manifest(out, f"{i}of2").get("runs") for i in range(2)] == [1, 1]
+
+
 def _wait_for_committed_rows(proc: subprocess.Popen[str], out: Path, tag: str, rows: int) -> int:
     """Poll (bounded) until shard ``tag`` has committed ``rows`` rows; the pid of the worker running it."""
     deadline = time.monotonic() + DEADLINE_S

@@ -121,7 +121,8 @@ def run_ray(
         # are waited for, so the same command run right after finds the shards' locks free
         for ref in pending:
             ray.cancel(ref)
-        ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        if pending:
+            ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
         raise
     finally:
         watcher.close()
