@@ -23,7 +23,7 @@ from tgbatch.cli._format import format_summary
 from tgbatch.job.location import Location
 
 if TYPE_CHECKING:
-    from tgbatch.runner import RunResult
+    from tgbatch.runner import RunOptions, RunResult
 
 #: below Slurm's default KillWait and Kubernetes' default grace period (both 30 s): the drain must end, and the
 #: run commit and exit 130, before SIGKILL (equal to RunOptions.drain_s, which the CLI must not import at start)
@@ -76,6 +76,18 @@ def run_command(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every committed shard.")] = False,
+    executor: Annotated[
+        str,
+        typer.Option("--executor", help="Where the shards run: local (this process) or ray (Ray tasks, see --shards)."),
+    ] = "local",
+    shards: Annotated[
+        int | None,
+        typer.Option("--shards", min=1, help="With --executor ray: run the job as N shards, one Ray task each."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="With --executor ray: the cluster to use (default: start a local one)."),
+    ] = None,
 ) -> None:
     """Run a job: read the dataset, render each row's prompt, generate, write Parquet shards.
 
@@ -93,6 +105,7 @@ def run_command(
 
     setup_logging(verbose)
     shard_ix = parse_shard(shard)
+    ray_shards = _check_executor(executor, shards, shard, ray_address, fresh)
     if fresh and shard_ix[1] > 1:
         fail(
             "--fresh cannot be combined with --shard: every shard shares the output folder, and one shard's "
@@ -124,8 +137,12 @@ def run_command(
             loaded.output_dir,
             f" (shard {shard_ix[0]}/{shard_ix[1]})" if shard_ix[1] > 1 else "",
         )
-        tune_for_batch()
-        result = run_local(prepared, options, progress=CliProgress(), handle_signals=True)
+        if ray_shards is not None:
+            result = _run_ray(job, overrides, loaded.output_dir, options, ray_shards, ray_address)
+            shard_ix = (0, 1) if result.complete else (0, ray_shards)  # all shards done: score the whole folder
+        else:
+            tune_for_batch()
+            result = run_local(prepared, options, progress=CliProgress(), handle_signals=True)
         # everything is committed: a late signal must not turn this run's exit code into a kill
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
@@ -133,6 +150,40 @@ def run_command(
         if loaded.spec.score is not None and not result.interrupted:
             _score(loaded.output_dir, shard_ix)
     raise typer.Exit(code)
+
+
+def _check_executor(
+    executor: str, shards: int | None, shard: str | None, ray_address: str | None, fresh: bool
+) -> int | None:
+    """The shard count of a Ray run (``None``: a local run), after refusing the flags that do not fit."""
+    if executor not in ("local", "ray"):
+        fail(f"--executor {executor!r}: expected local or ray")
+    if executor == "local":
+        if shards is not None:
+            fail("--shards runs the shards as Ray tasks: add --executor ray (or start each shard with --shard I/N)")
+        if ray_address is not None:
+            fail("--ray-address is for --executor ray: add --executor ray")
+        return None
+    if shard is not None:
+        fail("--shard cannot be combined with --executor ray, which starts every shard itself: use --shards N")
+    if fresh:
+        fail("--fresh cannot be combined with --executor ray: delete the output folder once, then run")
+    with exit_codes():
+        from tgbatch.executor.ray import import_ray
+
+        import_ray()  # not installed: the pip command, before the job is even read
+    return shards or 1
+
+
+def _run_ray(
+    job: Path, overrides: list[str], out: Location, options: RunOptions, shards: int, address: str | None
+) -> RunResult:
+    from tgbatch.cli._progress import CliProgress
+    from tgbatch.executor.ray import ShardJob, run_ray
+
+    # the workers may run elsewhere: the job file and the output folder by absolute path
+    spec = ShardJob(str(job.absolute()), (*overrides, f"output.dir={out}"), options)
+    return run_ray(spec, shards, out, address=address, progress=CliProgress())
 
 
 def _score(out: Location, shard: tuple[int, int]) -> None:
