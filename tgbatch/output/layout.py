@@ -4,6 +4,7 @@
 
     DIR/job.yaml                          the resolved spec (no secrets)
     DIR/manifest.json                     an unsharded run's manifest (``manifest-<I>of<N>.json`` with --shard)
+DIR/commits.jsonl                     its commits since it was last written (``commits-<I>of<N>.jsonl``)
     DIR/data/part-<I>of<N>-<seq>.parquet  committed results
     DIR/errors/part-<I>of<N>-<seq>.parquet rows that failed for good
     DIR/retired/                          error shards set aside by --retry-failed
@@ -26,13 +27,15 @@ from typing import Any
 
 from tgbatch.errors import OutputError, ResumeError
 from tgbatch.output.atomic import fsync_dir, write_atomic
+from tgbatch.output.commitlog import read_state
 from tgbatch.output.shards import CommittedFile
 
 SHARD_FILE = re.compile(r"^part-(?P<tag>\d+of\d+)-(?P<seq>\d+)\.parquet$")
 MANIFEST_FILE = re.compile(r"^manifest(-\d+of\d+)?\.json$")
 KINDS = ("data", "errors")
 _OURS = re.compile(
-    r"^(data|errors|retired|scores|scores\.json|job\.yaml|(manifest|progress|summary)(-\d+of\d+)?\.json|\.lock-\d+of\d+|\..*\.tmp)$"
+    r"^(data|errors|retired|scores|scores\.json|job\.yaml|(manifest|progress|summary)(-\d+of\d+)?\.json|"
+    r"commits(-\d+of\d+)?\.jsonl|\.lock-\d+of\d+|\..*\.tmp)$"
 )
 
 
@@ -71,7 +74,8 @@ class OutputDir:
         for path in sorted(self.root.iterdir()):
             if MANIFEST_FILE.match(path.name):
                 try:
-                    found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+                    # with the shard's commit log folded in: the commits since the manifest was last written
+                    found.append((path, read_state(path, json.loads(path.read_text(encoding="utf-8")))))
                 except (OSError, ValueError) as exc:
                     raise ResumeError(f"cannot read {str(path)!r}: {exc}; delete the folder or use --fresh") from exc
         return found

@@ -152,9 +152,8 @@ class Writer:
                 path = self.out.shard_path(kind, seq)
                 commit_table(table, path)
                 committed.append(CommittedFile(f"{kind}/{path.name}", table.num_rows, tokens))
-            # data before manifest: the shards are committed, then the manifest lists them
-            self.manifest.add(committed)
-            self.manifest.write(complete=False, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
+            # data before manifest: the shards are committed, then the commit log lists them
+            self.manifest.commit(committed, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
         except OSError as exc:
             raise OutputError(
                 f"cannot write to {str(self.out.root)!r}: {exc.strerror or exc} ({exc.filename or 'output'}). "
