@@ -154,7 +154,9 @@ def test_compaction_keeps_the_log_no_longer_than_the_manifest(tmp_path: Path, mo
     manifest = Manifest(out, job="t", fingerprint=Fingerprint("f" * 32, {}), samples=1, limit=None)
     manifest.write(complete=False, rows_selected=None)
     for seq in range(40):
-        manifest.commit([CommittedFile(f"data/part-0of1-{seq:06d}.parquet", 10, 5)], rows_selected=None, input_rows=None)
+        manifest.commit(
+            [CommittedFile(f"data/part-0of1-{seq:06d}.parquet", 10, 5)], rows_selected=None, input_rows=None
+        )
         listed = len(_manifest(out.root)["files"])
         logged = len(commitlog.read_log(out.root / "commits.jsonl"))
         assert listed + logged == seq + 1  # every commit is in exactly one of them
