@@ -4,6 +4,7 @@
 
     DIR/job.yaml                          the resolved spec (no secrets)
     DIR/manifest.json                     an unsharded run's manifest (``manifest-<I>of<N>.json`` with --shard)
+DIR/commits.jsonl                     its commits since it was last written (``commits-<I>of<N>.jsonl``)
     DIR/data/part-<I>of<N>-<seq>.parquet  committed results
     DIR/errors/part-<I>of<N>-<seq>.parquet rows that failed for good
     DIR/retired/                          error shards set aside by --retry-failed
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tgbatch.errors import OutputError, ResumeError
 from tgbatch.job.location import Location, join
+from tgbatch.output.commitlog import read_state
 from tgbatch.output.shards import CommittedFile
 from tgbatch.output.store import Store, open_store
 
@@ -33,7 +35,8 @@ SHARD_FILE = re.compile(r"^part-(?P<tag>\d+of\d+)-(?P<seq>\d+)\.parquet$")
 MANIFEST_FILE = re.compile(r"^manifest(-\d+of\d+)?\.json$")
 KINDS = ("data", "errors")
 _OURS = re.compile(
-    r"^(data|errors|retired|scores|scores\.json|job\.yaml|(manifest|progress|summary)(-\d+of\d+)?\.json|\.lock-\d+of\d+|\..*\.tmp)$"
+    r"^(data|errors|retired|scores|scores\.json|job\.yaml|(manifest|progress|summary)(-\d+of\d+)?\.json|"
+    r"commits(-\d+of\d+)?\.jsonl|\.lock-\d+of\d+|\..*\.tmp)$"
 )
 
 
@@ -74,7 +77,9 @@ class OutputDir:
         for name in self.store.names():
             if MANIFEST_FILE.match(name):
                 try:
-                    found.append((Path(name), json.loads(self.store.read_bytes(name).decode("utf-8"))))
+                    # with the shard's commit log folded in: the commits since the manifest was last written
+                    manifest = json.loads(self.store.read_bytes(name).decode("utf-8"))
+                    found.append((Path(name), read_state(self.store, name, manifest)))
                 except (OSError, ValueError) as exc:
                     raise ResumeError(
                         f"cannot read {self.describe(name)!r}: {exc}; delete the folder or use --fresh"

@@ -1,8 +1,10 @@
 """The manifest: which committed files belong to a shard of a job, and the one check that decides whether an
 output folder may be resumed by a job (used by ``tgbatch run`` and ``tgbatch validate`` alike).
 
-A manifest is rewritten (atomically) after each commit: data before manifest, so every file it lists is
-complete. It records the job's fingerprint; a folder is only resumed by a job with the same one.
+A commit appends its files to the shard's commit log (``commitlog``), which is compacted into the manifest,
+rewritten atomically, at the start and end of a run and whenever the log has grown as long as the manifest's
+list: data before manifest, so every file either lists is complete. The manifest records the job's
+fingerprint; a folder is only resumed by a job with the same one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 from tgbatch._version import __version__
 from tgbatch.errors import ResumeError
 from tgbatch.job.fingerprint import Fingerprint
-from tgbatch.output.layout import OutputDir
+from tgbatch.output.commitlog import CommitLog
+from tgbatch.output.layout import KINDS, OutputDir, shard_rows
 from tgbatch.output.shards import CommittedFile
 
 FORMAT = "tgbatch-output/1"
@@ -93,12 +96,24 @@ class Manifest:
     elapsed_before_s: float = 0.0
     runs: int = 1
     started: float = field(default_factory=time.monotonic)
+    log: CommitLog = field(init=False)
+    #: ``input_rows`` as the manifest on disk says it
+    _input_rows: int | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.log = CommitLog(self.out.store, self.out.manifest_name)
 
     @classmethod
     def resume(cls, out: OutputDir, previous: dict[str, Any], **kwargs: Any) -> Manifest:
-        # tokens of the files an earlier run committed come from its manifest (the files themselves say rows)
-        tokens = {entry.get("file"): entry.get("tokens") for entry in previous.get("files") or []}
-        files = [CommittedFile(f.file, f.rows, tokens.get(f.file)) for f in out.own_files()]
+        # the shard's files on disk are the truth; rows and tokens of those an earlier run listed (manifest and
+        # log) come from the listing, the others' rows (renamed in, then a crash before the log) from their footer
+        listed = {entry.get("file"): entry for entry in previous.get("files") or []}
+        files = []
+        for kind in KINDS:
+            for name in out.committed_names(kind, own_only=True):
+                entry = listed.get(name)
+                rows = int(entry["rows"]) if entry is not None else shard_rows(out.store, name)
+                files.append(CommittedFile(name, rows, entry.get("tokens") if entry is not None else None))
         return cls(
             out,
             files=files,
@@ -109,7 +124,15 @@ class Manifest:
         )
 
     def add(self, files: list[CommittedFile]) -> None:
+        """Record committed ``files`` (data before manifest: call it after their rename) in the commit log."""
         self.files.extend(files)
+        self.log.append(files)
+
+    def commit(self, files: list[CommittedFile], *, rows_selected: int | None, input_rows: int | None) -> None:
+        """``add``, then compact when the log is due (or the input's row count is newly known, for status)."""
+        self.add(files)
+        if self.log.due(len(self.files)) or input_rows != self._input_rows:
+            self.write(complete=False, rows_selected=rows_selected, input_rows=input_rows)
 
     def to_dict(self, *, complete: bool, rows_selected: int | None, input_rows: int | None = None) -> dict[str, Any]:
         index, count = self.out.shard
@@ -136,4 +159,7 @@ class Manifest:
         }
 
     def write(self, *, complete: bool, rows_selected: int | None, input_rows: int | None = None) -> None:
+        """Write the manifest in full (every file), then empty the commit log it now covers: a compaction."""
         self.out.write_manifest(self.to_dict(complete=complete, rows_selected=rows_selected, input_rows=input_rows))
+        self._input_rows = input_rows
+        self.log.clear()

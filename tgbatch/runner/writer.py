@@ -150,9 +150,8 @@ class Writer:
                     continue
                 name = self.out.commit_table(kind, seq, table)
                 committed.append(CommittedFile(name, table.num_rows, tokens))
-            # data before manifest: the shards are committed, then the manifest lists them
-            self.manifest.add(committed)
-            self.manifest.write(complete=False, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
+            # data before manifest: the shards are committed, then the commit log lists them
+            self.manifest.commit(committed, rows_selected=self._rows_selected(), input_rows=self.read.input_rows)
         except OSError as exc:
             raise OutputError(
                 f"cannot write to {self.out.describe()!r}: {exc.strerror or exc} ({exc.filename or 'output'}). "
