@@ -140,7 +140,7 @@ def test_a_kill_between_a_shards_rename_and_its_log_line_resumes_exactly_once(fi
 def test_a_run_after_a_torn_append_loses_no_later_record(finished: Path, job: Path, tmp_path: Path) -> None:
     # the torn line is cut off before the next append: that record and the next one both stay readable
     _uncompact(finished, 2, log_lines=1, torn=True)
-    log = commitlog.CommitLog(finished / "manifest.json")
+    log = commitlog.CommitLog(OutputDir(finished).store, "manifest.json")
     log.append([CommittedFile("data/part-0of1-000099.parquet", 3, 7)])
     log.close()
     names = [r["file"] for r in commitlog.read_log(finished / "commits.jsonl")]
