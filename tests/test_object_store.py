@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tgbatch.cli import _register, app
-from tgbatch.errors import ResumeError
+from tgbatch.errors import OutputError, ResumeError
 
 from ._server_util import free_port
 from .runner_util import write_job
@@ -227,3 +227,26 @@ def test_unsupported_url_schemes_are_refused(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml", "prompts.jsonl"]  # no local 'ftp:' folder
     status = runner.invoke(app, ["status", "ftp://tgb/out"])
     assert status.exit_code == 2 and "s3://" in status.output
+
+
+def test_a_run_that_lost_its_lease_stops_writing(bucket: str) -> None:
+    from tgbatch.output.layout import OutputDir
+
+    out = OutputDir(f"s3://{bucket}/lost", (0, 2))
+    fs = _fs()
+    with out.locked():
+        out.store.write_bytes("job.yaml", b"name: t\n")  # held: writes go through
+        lease = out.store._lease
+        assert lease is not None
+        # a network partition outlived the lease, and another run took the shard over: its renewal finds that
+        taken = {"owner": "other", "pid": 1, "hostname": "elsewhere", "expires_unix": time.time() + 60, "ttl_s": 60}
+        fs.pipe_file(f"{bucket}/lost/.lock-0of2", json.dumps(taken).encode())
+        lease.lost = lease._taken_over()
+        with pytest.raises(OutputError, match="another run took it over"):
+            out.store.write_bytes("job.yaml", b"name: other\n")
+        # a lease not renewed in time (the renewals failed): this run may no longer write either
+        lease.lost, lease.renewed_at = False, lease.renewed_at - lease.ttl_s
+        with pytest.raises(OutputError, match="not renewed"):
+            out.store.write_bytes("job.yaml", b"name: other\n")
+    assert fs.cat_file(f"{bucket}/lost/job.yaml") == b"name: t\n"
+    assert json.loads(fs.cat_file(f"{bucket}/lost/.lock-0of2"))["owner"] == "other"  # theirs, not deleted

@@ -6,7 +6,11 @@ succeeds), renewed by its holder every third of its time to live, and deleted at
 lease refuses to start unless the lease has expired, or its holder ran on this host and its process is gone (a
 SIGKILLed run is resumed at once); it then takes the lease over by a write conditional on the expired lease's
 ETag (``If-Match``), so of two runs taking over together one wins. Stores without conditional writes (fsspec's
-generic ``mode="create"`` checks, then writes) make the lock best-effort there."""
+generic ``mode="create"`` checks, then writes) make the lock best-effort there.
+
+A holder that could not renew its lease in time, or whose lease another run took over, must stop writing: every
+write through the store checks ``Lease.check`` first and raises ``OutputError`` (the job stops, resumable), so
+two runs never write one shard's files, whatever happened to the network meanwhile."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from tgbatch.errors import ResumeError
+from tgbatch.errors import OutputError, ResumeError
 from tgbatch.output.progress import pid_alive
 
 if TYPE_CHECKING:
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tgbatch.job")
 
 TTL_S = 60.0
+#: a holder stops writing once this share of the time to live passed since its last renewal (the rest is margin
+#: for the clock, the PUT in flight and the next holder's check of the expiry)
+SAFE_SHARE = 0.8
 
 
 class Lease:
@@ -40,6 +47,10 @@ class Lease:
         self.ttl_s = ttl_s
         self.owner = secrets.token_hex(8)
         self.etag: str | None = None
+        #: when the lease was last written (monotonic, taken before the PUT: the conservative side)
+        self.renewed_at = time.monotonic()
+        #: another run holds the lease now
+        self.lost = False
         self._stop = threading.Event()
 
     def _payload(self) -> bytes:
@@ -57,8 +68,20 @@ class Lease:
         return s3 if self.store.scheme == "s3" else {}
 
     def _put(self, **conditions: Any) -> None:
+        started = time.monotonic()
         self.store.write_bytes(self.name, self._payload(), **conditions)
         self.etag = self._etag()
+        self.renewed_at = started
+
+    def check(self) -> None:
+        """Raise ``OutputError`` when this run may no longer write under the lease."""
+        late = time.monotonic() - self.renewed_at > self.ttl_s * SAFE_SHARE
+        if self.lost or late:
+            why = "another run took it over" if self.lost else f"it was not renewed for {self.ttl_s * SAFE_SHARE:g} s"
+            raise OutputError(
+                f"lost the lease on {self.what} ({why}): stopped before writing, so that two runs never write one "
+                "shard. What was committed is intact; run the same command again to resume"
+            )
 
     def _etag(self) -> str | None:
         try:
@@ -109,6 +132,14 @@ class Lease:
                 self._put(**self._conditional(IfMatch=self.etag) if self.etag else {})
             except OSError as exc:
                 log.error("could not renew the lease on %s: %s (another run may take it over)", self.what, exc)
+                self.lost = self._taken_over()
+
+    def _taken_over(self) -> bool:
+        try:
+            held = json.loads(self.store.read_bytes(self.name))
+        except (OSError, ValueError):
+            return False  # cannot tell: the lease's age decides (``check``)
+        return held.get("owner") != self.owner
 
     def release(self) -> None:
         try:

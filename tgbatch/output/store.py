@@ -25,6 +25,8 @@ from tgbatch.output.atomic import commit_table, fsync_dir, table_row_group, writ
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from tgbatch.output.lease import Lease
+
 
 class LocalStore:
     """A local folder: today's crash-safe temp + fsync + rename, and ``flock`` as the shard lock."""
@@ -123,6 +125,8 @@ class ObjectStore:
                 "with: pip install 'tgbatch[s3]'" + ("" if package == "s3fs" else f" {package}")
             ) from exc
         self.base = self.base.rstrip("/")
+        #: the lease this store's writes are made under (``lock``), checked before each write but its own
+        self._lease: Lease | None = None
 
     def path(self, rel: str = "") -> str:
         return f"{self.base}/{rel}" if rel else self.base
@@ -152,6 +156,8 @@ class ObjectStore:
         return bytes(self.fs.cat_file(self.path(rel)))
 
     def write_bytes(self, rel: str, payload: bytes, **conditions: Any) -> None:
+        if self._lease is not None and rel != self._lease.name:
+            self._lease.check()
         self.fs.pipe_file(self.path(rel), payload, **conditions)
 
     def write_table(self, rel: str, table: pa.Table) -> None:
@@ -189,8 +195,13 @@ class ObjectStore:
     def lock(self, name: str, what: str) -> Iterator[None]:
         from tgbatch.output.lease import Lease
 
-        with Lease(self, name, what).held():
-            yield
+        lease = Lease(self, name, what)
+        with lease.held():
+            self._lease = lease
+            try:
+                yield
+            finally:
+                self._lease = None
 
 
 Store = LocalStore | ObjectStore
