@@ -50,6 +50,16 @@ def test_import_is_light() -> None:
     assert out.strip() == "[]"
 
 
+def test_status_loads_no_spec_machinery() -> None:
+    """``tgbatch status`` must start fast: it reads manifests, and needs neither the spec's models nor Jinja2."""
+    code = (
+        "import sys, tgbatch.status; "
+        "print(sorted(m for m in ('tgbatch.job.spec', 'jinja2', 'pyarrow', 'aiohttp') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_run_job_from_python(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "p.jsonl", prompts(25))
     job = write_job(tmp_path / "job.yaml", job_dict(data, output={"dir": str(tmp_path / "out")}))
