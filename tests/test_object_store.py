@@ -205,6 +205,20 @@ def test_a_job_reads_its_input_from_s3_and_writes_there(tmp_path: Path, bucket: 
     )
     assert again.exit_code == 0 and "500 rows were already written" in again.output, again.output
 
+    # scored and exported where it lies, without a local copy
+    spec = tmp_path / "score.yaml"
+    spec.write_text("reference: text\nmetrics: [contains]\n")
+    scored = runner.invoke(app, ["score", f"s3://{bucket}/out", "--spec", str(spec), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.output)["contains"]["n"] == 500
+    assert fs.exists(f"{bucket}/out/scores.json") and fs.ls(f"{bucket}/out/scores")
+    status = runner.invoke(app, ["status", f"s3://{bucket}/out"])
+    assert status.exit_code == 0 and "contains" in status.output
+    exported = tmp_path / "rows.jsonl"
+    said = runner.invoke(app, ["export", f"s3://{bucket}/out", "--format", "jsonl", "-o", str(exported)])
+    assert said.exit_code == 0, said.output
+    assert len(exported.read_text().splitlines()) == 500
+
 
 @pytest.mark.parametrize(
     ("flag", "value"),

@@ -13,7 +13,7 @@ from tgbatch.cli._errors import exit_codes
 
 @app.command("export")
 def export_command(
-    output_dir: Annotated[Path, typer.Argument(help="A job's output folder.", show_default=False)],
+    output_dir: Annotated[str, typer.Argument(help="A job's output folder (or its s3:// URL).", show_default=False)],
     fmt: Annotated[
         str,
         typer.Option(
@@ -74,11 +74,12 @@ def export_command(
     from tgbatch.export import export_folder
     from tgbatch.export.write import hub_token
     from tgbatch.export.write import push_to_hub as push
+    from tgbatch.job.location import parse_location
 
     with exit_codes():
         token = hub_token() if push_to_hub else None
         count = export_folder(
-            output_dir,
+            parse_location(output_dir, "output folder", absolute=False),
             fmt,
             path,
             where=where or (),

@@ -193,9 +193,6 @@ def _score(out: Location, shard: tuple[int, int]) -> None:
     from tgbatch.errors import TGBatchError
     from tgbatch.score.folder import resolve_spec, score_folder
 
-    if not isinstance(out, Path):  # an object-store URL
-        typer.echo("scores: not computed in an object store; copy the output to a local folder and run tgbatch score")
-        return
     if shard[1] > 1:
         typer.echo(f"scores: when every shard is done, run: tgbatch score {_shown(out)}")
         return

@@ -14,7 +14,7 @@ from tgbatch.cli._errors import exit_codes
 
 @app.command("score")
 def score_command(
-    output_dir: Annotated[Path, typer.Argument(help="A job's output folder.", show_default=False)],
+    output_dir: Annotated[str, typer.Argument(help="A job's output folder (or its s3:// URL).", show_default=False)],
     spec: Annotated[
         Path | None,
         typer.Option("--spec", help="A YAML file holding a score section (instead of the job's `score:`)."),
@@ -31,17 +31,19 @@ def score_command(
     (the reasoning column, <think>...</think>) is never scored. Rows that failed to generate are unscored and
     counted apart unless --failed-as-wrong. Exit code 0, or 2 on a bad spec or folder.
     """
+    from tgbatch.job.location import join, parse_location
     from tgbatch.score.folder import resolve_spec, score_folder
 
     with exit_codes():
-        score_spec, _ = resolve_spec(output_dir, spec)
-        summary = score_folder(output_dir, score_spec, failed_as_wrong=failed_as_wrong)
+        root = parse_location(output_dir, "output folder", absolute=False)
+        score_spec, _ = resolve_spec(root, spec)
+        summary = score_folder(root, score_spec, failed_as_wrong=failed_as_wrong)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     for line in format_scores(summary):
         typer.echo(line)
-    typer.echo(f"per sample: {output_dir / 'scores'}/*.parquet; summary: {output_dir / 'scores.json'}")
+    typer.echo(f"per sample: {join(root, 'scores')}/*.parquet; summary: {join(root, 'scores.json')}")
 
 
 def format_scores(summary: dict[str, dict[str, Any]]) -> list[str]:

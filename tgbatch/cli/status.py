@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tgbatch.cli import app
 from tgbatch.cli._errors import exit_codes
 from tgbatch.cli._format import format_duration, format_endpoint, format_latency, format_rate, format_retries
+
+if TYPE_CHECKING:
+    from tgbatch.job.location import Location
 
 
 def _duration(seconds: float) -> str:
@@ -82,14 +84,15 @@ def status_command(
             f"note:       shard {run['shard']}'s run (pid {run['pid']} on {run['hostname']}, last update "
             f"{run['updated_at']}) stopped without finishing (killed?); run the same command to resume"
         )
-    if isinstance(location, Path):
-        _echo_scores(location)
+    _echo_scores(location)
 
 
-def _echo_scores(output_dir: Path) -> None:
+def _echo_scores(location: Location) -> None:
     """The folder's scores.json (``tgbatch score``, or a run with a ``score:`` section), when it has one."""
+    from tgbatch.output.store import open_store
+
     try:
-        summary = json.loads((output_dir / "scores.json").read_text(encoding="utf-8"))
+        summary = json.loads(open_store(location).read_bytes("scores.json").decode("utf-8"))
     except (OSError, ValueError):
         return
     from tgbatch.cli.score import format_scores

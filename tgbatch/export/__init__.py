@@ -15,12 +15,13 @@ from tgbatch.errors import ExportError
 from tgbatch.export.formats import FORMATS, REASONING_AS, ExportInput, Format, get_format
 from tgbatch.export.source import MinScore, Where, job_api, read_data, read_scores, select
 from tgbatch.export.write import write_jsonl, write_parquet
+from tgbatch.job.location import Location
 
 __all__ = ["FORMATS", "REASONING_AS", "ExportInput", "Format", "Where", "export_folder"]
 
 
 def export_folder(
-    root: Path,
+    root: Location,
     fmt_name: str,
     path: Path,
     *,

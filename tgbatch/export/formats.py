@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tgbatch.errors import ExportError
 from tgbatch.export.ranking import preference_pairs
 from tgbatch.export.source import Scores
+from tgbatch.job.location import Location
 
 REASONING_AS = ("none", "reasoning_content", "thinking")
 APIS = frozenset({"generate", "chat", "completions"})
@@ -29,7 +29,7 @@ APIS = frozenset({"generate", "chat", "completions"})
 class ExportInput:
     """What a format builds from: the selected ``data/`` rows (as dicts) and the export's options."""
 
-    root: Path
+    root: Location
     api: str
     rows: list[dict[str, Any]]
     reasoning_as: str = "none"

@@ -8,64 +8,72 @@ answered: a timeout, a connection failure). Rows not yet run are not written."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tgbatch.errors import JobError
+from tgbatch.errors import ExportError
+from tgbatch.export.write import write_jsonl
+from tgbatch.job.location import Location
+from tgbatch.output.layout import OutputDir
 
 _CHAT_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 _TEXT_REASONS = frozenset({"stop", "length", "content_filter"})
 
 
-def write_openai_batch(folder: Path, out: Path) -> int:
-    """Write ``folder``'s rows to ``out`` in OpenAI's batch output format; returns the number of lines."""
-    api = _api_of(folder)
-    data = _rows_by_id(folder / "data")
-    errors = _rows_by_id(folder / "errors")
-    created = int((folder / "job.yaml").stat().st_mtime)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+def write_openai_batch(folder: Location, out: Path) -> int:
+    """Write ``folder``'s rows to ``out`` in OpenAI's batch output format (atomically); returns the number of
+    lines."""
+    layout = OutputDir(folder)
+    api = _api_of(layout)
+    data = _rows_by_id(layout, "data")
+    errors = _rows_by_id(layout, "errors")
+    created = _created(layout)
+
+    def lines() -> Iterator[dict[str, Any]]:
         for row_id in sorted(data.keys() | errors.keys()):
             done = {d["sample"] for d in data.get(row_id, [])}
             failed = [r for r in errors.get(row_id, []) if r["sample"] not in done]
-            if failed:
-                line = _failed_line(row_id, failed[0])
-            else:
-                line = _ok_line(row_id, data[row_id], api, created)
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-            count += 1
-    tmp.replace(out)
-    return count
+            yield _failed_line(row_id, failed[0]) if failed else _ok_line(row_id, data[row_id], api, created)
+
+    return write_jsonl(lines(), out)
 
 
-def _api_of(folder: Path) -> str:
+def _api_of(layout: OutputDir) -> str:
     import yaml
 
     try:
-        spec = yaml.safe_load((folder / "job.yaml").read_text(encoding="utf-8"))
+        spec = yaml.safe_load(layout.store.read_bytes("job.yaml").decode("utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise JobError(f"{str(folder)!r} is not a tgbatch output folder (no readable job.yaml: {exc})") from None
+        raise ExportError(
+            f"{layout.describe()!r} is not a tgbatch output folder (no readable job.yaml: {exc})"
+        ) from None
     api = (spec.get("endpoint") or {}).get("api") if isinstance(spec, dict) else None
     if api not in ("chat", "completions"):
-        raise JobError(
-            f"--format openai-batch: {str(folder)!r} is a /generate job; OpenAI's batch output holds chat "
+        raise ExportError(
+            f"--format openai-batch: {layout.describe()!r} is a /generate job; OpenAI's batch output holds chat "
             "completions or completions only (run the job with endpoint.api: chat or completions)"
         )
     return str(api)
 
 
-def _rows_by_id(folder: Path) -> dict[str, list[dict[str, Any]]]:
-    import pyarrow.parquet as pq
+def _created(layout: OutputDir) -> int:
+    """When the job's output was created (its first manifest), as the bodies' ``created``: the same on every export."""
+    stamps = [str(m["created_at"]) for _, m in layout.manifests() if m.get("created_at")]
+    try:
+        return int(dt.datetime.fromisoformat(min(stamps)).timestamp()) if stamps else 0
+    except ValueError:
+        return 0
 
+
+def _rows_by_id(layout: OutputDir, kind: str) -> dict[str, list[dict[str, Any]]]:
     rows: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(folder.glob("*.parquet")):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                rows.setdefault(row["row_id"], []).append(row)
+    for name in layout.committed_names(kind):
+        for row in layout.store.read_table(name).to_pylist():
+            rows.setdefault(row["row_id"], []).append(row)
     return rows
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tgbatch.errors import ExportError
+from tgbatch.job.location import Location
 from tgbatch.output.layout import OutputDir
+from tgbatch.output.store import open_store
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,32 +44,32 @@ class Where:
         return value == parsed or (value is not None and str(value) == self.text)
 
 
-def job_api(root: Path) -> str:
+def job_api(root: Location) -> str:
     """``generate``, ``chat`` or ``completions``: what the job's ``endpoint.api`` was (``job.yaml``)."""
-    path = root / "job.yaml"
+    store = open_store(root)
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        spec = yaml.safe_load(store.read_bytes("job.yaml").decode("utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ExportError(f"cannot read {str(path)!r} ({exc}): give a tgbatch output folder") from exc
+        raise ExportError(f"cannot read {store.describe('job.yaml')!r} ({exc}): give a tgbatch output folder") from exc
     api = (spec.get("endpoint") or {}).get("api")
     if api is None:  # a folder written before chat jobs existed: /generate with a template
         api = "chat" if spec.get("messages") or spec.get("messages_column") else "generate"
     return str(api)
 
 
-def read_data(root: Path) -> pa.Table:
+def read_data(root: Location) -> pa.Table:
     """Every committed ``data/`` shard of ``root`` as one table."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if not root.is_dir():
-        raise ExportError(f"{str(root)!r}: no such folder (give a job's output folder, e.g. runs/<job name>)")
-    files = OutputDir(root).committed("data")
-    if not files and not (root / "job.yaml").exists():
-        raise ExportError(f"{str(root)!r} is not a tgbatch output folder (no job.yaml and no data/)")
-    if not files:
-        raise ExportError(f"{str(root)!r} has no committed rows in data/ yet: nothing to export")
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    out = OutputDir(root)
+    if not out.store.exists():
+        raise ExportError(f"{out.describe()!r}: no such folder (give a job's output folder, e.g. runs/<job name>)")
+    names = out.committed_names("data")
+    if not names and "job.yaml" not in out.store.names():
+        raise ExportError(f"{out.describe()!r} is not a tgbatch output folder (no job.yaml and no data/)")
+    if not names:
+        raise ExportError(f"{out.describe()!r} has no committed rows in data/ yet: nothing to export")
+    return pa.concat_tables([out.store.read_table(name) for name in names], promote_options="default")
 
 
 def select(table: pa.Table, where: Sequence[Where], columns: Sequence[str] | None) -> pa.Table:
@@ -89,15 +90,15 @@ def select(table: pa.Table, where: Sequence[Where], columns: Sequence[str] | Non
     return table.select(list(columns)) if columns else table
 
 
-def read_scores(root: Path) -> Scores | None:
+def read_scores(root: Location) -> Scores | None:
     """``DIR/scores/*.parquet`` (written by ``tgbatch score``) by (row_id, sample), or None without it."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    files = sorted((root / "scores").glob("*.parquet")) if (root / "scores").is_dir() else []
-    if not files:
+    store = open_store(root)
+    names = [f"scores/{n}" for n in store.names("scores") if n.endswith(".parquet")]
+    if not names:
         return None
-    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    table = pa.concat_tables([store.read_table(name) for name in names], promote_options="default")
     return {(str(r["row_id"]), int(r["sample"])): r for r in table.to_pylist()}
 
 

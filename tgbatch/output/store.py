@@ -62,6 +62,17 @@ class LocalStore:
     def write_table(self, rel: str, table: pa.Table) -> None:
         commit_table(table, self.root / rel)
 
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """A committed Parquet file, whole (or ``columns`` of it), owning its memory."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.root / rel, columns=columns)
+
+    def read_schema(self, rel: str) -> pa.Schema:
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(self.root / rel)
+
     @contextlib.contextmanager
     def open_input(self, rel: str) -> Iterator[Any]:
         """A source pyarrow reads Parquet from."""
@@ -166,6 +177,16 @@ class ObjectStore:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, row_group_size=table_row_group(table), compression="zstd")
         self.write_bytes(rel, buffer.getvalue())
+
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """A committed Parquet object, whole (or ``columns`` of it): one GET."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return pq.read_table(pa.BufferReader(self.read_bytes(rel)), columns=columns)
+
+    def read_schema(self, rel: str) -> pa.Schema:
+        return self.read_table(rel).schema
 
     @contextlib.contextmanager
     def open_input(self, rel: str) -> Iterator[Any]:

@@ -12,8 +12,9 @@ import yaml
 from pydantic import ValidationError as PydanticValidationError
 
 from tgbatch.errors import OutputError, SpecError
-from tgbatch.output.atomic import commit_table, write_atomic
+from tgbatch.job.location import Location
 from tgbatch.output.layout import OutputDir
+from tgbatch.output.store import Store, open_store
 from tgbatch.score.metrics import Scorer, golds_of
 from tgbatch.score.results import Results
 from tgbatch.score.spec import ScoreSpec
@@ -22,15 +23,21 @@ SCORES_DIR = "scores"
 SCORES_JSON = "scores.json"
 
 
-def read_job(root: Path) -> dict[str, Any]:
+def read_job(root: Location) -> dict[str, Any]:
     """The folder's ``job.yaml`` (the resolved spec), or ``OutputError`` when DIR is no tgbatch output folder."""
-    path = root / "job.yaml"
-    if not path.is_file():
-        raise OutputError(f"{str(root)!r} is not a tgbatch output folder (no job.yaml); give a job's output folder")
+    store = open_store(root)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise OutputError(f"cannot read {str(path)!r}: {exc}") from exc
+        text = store.read_bytes("job.yaml").decode("utf-8")
+    except FileNotFoundError:
+        raise OutputError(
+            f"{store.describe()!r} is not a tgbatch output folder (no job.yaml); give a job's output folder"
+        ) from None
+    except OSError as exc:
+        raise OutputError(f"cannot read {store.describe('job.yaml')!r}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise OutputError(f"cannot read {store.describe('job.yaml')!r}: {exc}") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -51,7 +58,7 @@ def load_score_spec(data: Any, where: str) -> ScoreSpec:
         raise SpecError(f"invalid score spec in {where}:\n  " + "\n  ".join(lines)) from None
 
 
-def resolve_spec(root: Path, spec_file: Path | None) -> tuple[ScoreSpec, int]:
+def resolve_spec(root: Location, spec_file: Path | None) -> tuple[ScoreSpec, int]:
     """The spec to score with (``spec_file``, else the job's ``score:``) and the job's samples per prompt."""
     job = read_job(root)
     samples = int(job.get("samples") or 1)
@@ -62,7 +69,7 @@ def resolve_spec(root: Path, spec_file: Path | None) -> tuple[ScoreSpec, int]:
             raise SpecError(f"--spec: cannot read {str(spec_file)!r}: {exc}") from exc
         spec = load_score_spec(data, str(spec_file))
     elif job.get("score") is not None:
-        spec = load_score_spec(job["score"], str(root / "job.yaml"))
+        spec = load_score_spec(job["score"], open_store(root).describe("job.yaml"))
     else:
         raise SpecError(f"{str(root)!r}: the job has no `score:` section; give one with --spec FILE")
     try:
@@ -72,45 +79,49 @@ def resolve_spec(root: Path, spec_file: Path | None) -> tuple[ScoreSpec, int]:
     return spec, samples
 
 
-def score_folder(root: Path, spec: ScoreSpec, *, failed_as_wrong: bool = False) -> dict[str, dict[str, Any]]:
+def score_folder(root: Location, spec: ScoreSpec, *, failed_as_wrong: bool = False) -> dict[str, dict[str, Any]]:
     """Score every committed row of ``root``, write ``scores/`` and ``scores.json``, return the summary."""
     out = OutputDir(root)
+    store = out.store
     scorer = Scorer(spec)
     results = Results(spec, failed_as_wrong=failed_as_wrong)
     tables: dict[str, Any] = {}
     done: set[tuple[str, int]] = set()
-    for path in out.committed("data"):
-        tables[f"data-{path.name}"] = _score_data(path, spec, scorer, results, done)
-    for path in out.committed("errors"):
-        tables[f"errors-{path.name}"] = _score_failed(path, spec, results, done, failed_as_wrong)
+    for name in out.committed_names("data"):
+        tables[f"data-{_base(name)}"] = _score_data(store, name, spec, scorer, results, done)
+    for name in out.committed_names("errors"):
+        tables[f"errors-{_base(name)}"] = _score_failed(store, name, spec, results, done, failed_as_wrong)
     summary = results.summary()
-    folder = root / SCORES_DIR
-    folder.mkdir(exist_ok=True)
+    store.makedirs(SCORES_DIR)
     for name, table in tables.items():
-        commit_table(table, folder / name)
-    for stale in folder.glob("*.parquet"):
-        if stale.name not in tables:
-            stale.unlink()
-    write_atomic(root / SCORES_JSON, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+        store.write_table(f"{SCORES_DIR}/{name}", table)
+    for stale in store.names(SCORES_DIR):
+        if stale.endswith(".parquet") and stale not in tables:
+            store.delete(f"{SCORES_DIR}/{stale}")
+    store.write_bytes(SCORES_JSON, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary
 
 
-def _read(path: Path, columns: list[str], reference: str | None) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+def _base(name: str) -> str:
+    return name.rpartition("/")[2]
 
-    schema = pq.read_schema(path)
+
+def _read(store: Store, name: str, columns: list[str], reference: str | None) -> list[dict[str, Any]]:
+    schema = store.read_schema(name)
     if reference is not None and reference not in schema.names:
         carried = [n for n in schema.names if n not in ("row_id", "sample", "generated_text")]
         raise SpecError(
-            f"score.reference: {reference!r} is not a column of {path.parent.name}/{path.name}; its columns: "
+            f"score.reference: {reference!r} is not a column of {name}; its columns: "
             f"{', '.join(carried)} (a carried input column renamed off a clash is `input_<name>`)"
         )
     wanted = [*columns, *([reference] if reference is not None else [])]
-    return pq.read_table(path, columns=wanted).to_pylist()
+    return store.read_table(name, columns=wanted).to_pylist()
 
 
-def _score_data(path: Path, spec: ScoreSpec, scorer: Scorer, results: Results, done: set[tuple[str, int]]) -> Any:
-    rows = _read(path, ["row_id", "sample", "generated_text"], spec.reference)
+def _score_data(
+    store: Store, name: str, spec: ScoreSpec, scorer: Scorer, results: Results, done: set[tuple[str, int]]
+) -> Any:
+    rows = _read(store, name, ["row_id", "sample", "generated_text"], spec.reference)
     columns: dict[str, list[Any]] = {"row_id": [], "sample": [], "extracted": [], **{m: [] for m in spec.metrics}}
     for row in rows:
         key = (row["row_id"], row["sample"])
@@ -133,10 +144,10 @@ def _score_data(path: Path, spec: ScoreSpec, scorer: Scorer, results: Results, d
 
 
 def _score_failed(
-    path: Path, spec: ScoreSpec, results: Results, done: set[tuple[str, int]], failed_as_wrong: bool
+    store: Store, name: str, spec: ScoreSpec, results: Results, done: set[tuple[str, int]], failed_as_wrong: bool
 ) -> Any:
     columns: dict[str, list[Any]] = {"row_id": [], "sample": [], "extracted": [], **{m: [] for m in spec.metrics}}
-    for row in _read(path, ["row_id", "sample"], None):
+    for row in _read(store, name, ["row_id", "sample"], None):
         key = (row["row_id"], row["sample"])
         if key in done:  # generated later (a --retry-failed run): the data row counts
             continue
