@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from tgbatch.errors import OutputError, ResumeError
 from tgbatch.job.location import Location, join
 from tgbatch.output.commitlog import read_state
-from tgbatch.output.shards import CommittedFile
 from tgbatch.output.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -94,19 +93,6 @@ class OutputDir:
             if match and (not own_only or match["tag"] == self.tag):
                 files.append(f"{kind}/{name}")
         return files
-
-    def committed(self, kind: str, own_only: bool = False) -> list[Path]:
-        """``committed_names`` as local paths (a local folder only)."""
-        if self.store.remote:
-            raise OutputError(f"{self.describe()!r}: this command reads local output folders only")
-        return [Path(self.root) / name for name in self.committed_names(kind, own_only)]
-
-    def own_files(self) -> list[CommittedFile]:
-        return [
-            CommittedFile(name, shard_rows(self.store, name))
-            for kind in KINDS
-            for name in self.committed_names(kind, own_only=True)
-        ]
 
     def next_seq(self) -> int:
         names = [n.rpartition("/")[2] for k in KINDS for n in self.committed_names(k, own_only=True)]
