@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from tgbatch.job.render import Rendered
-from tgbatch.output.schema import DATA_FIELDS, ERROR_FIELDS, RESERVED_NAMES, data_record, error_record
+from tgbatch.output.schema import ERROR_FIELDS, RESERVED_NAMES, data_record, error_record, output_schemas
 from tgbatch.types import GenerationResult
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -106,8 +106,7 @@ class GenerateRecords:
     def __init__(self, carried: list[tuple[str, str]], carried_fields: list[pa.Field], details: str) -> None:
         self.carried = carried
         self.details = details
-        self.data_schema = _schema(DATA_FIELDS, carried_fields)
-        self.error_schema = _schema(ERROR_FIELDS, carried_fields)
+        self.data_schema, self.error_schema = output_schemas(carried_fields)
 
     def data(self, *, rendered: Rendered, **kw: Any) -> dict[str, Any]:
         return data_record(prompt=rendered.prompt, details=self.details, carried=self.carried, **kw)
