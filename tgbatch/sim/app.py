@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -141,7 +141,7 @@ class SimServer:
     async def _handle(self, request: Request, route: str) -> Response:
         arrived = time.perf_counter()
         decision = self.faults.decide()
-        early = await self._gate(request, decision)
+        early = await self.gate(request, decision)
         if early is not None:
             return early
         try:
@@ -167,8 +167,12 @@ class SimServer:
             return DroppedResponse()
         return response
 
-    async def _gate(self, request: Request, decision: Decision) -> Response | None:
-        """What answers before TGI's handler: a proxy, a gateway's rate limit, auth, a loading model."""
+    async def gate(
+        self, request: Request, decision: Decision, loading: Callable[[float], Response] | None = None
+    ) -> Response | None:
+        """What answers before TGI's handler: a proxy, a gateway's rate limit, auth, a loading model. ``loading``
+        makes a route's own answer for a loading model (given the seconds left); without it the answer is the
+        HF API's ``estimated_time`` body, and ``x-wait-for-model: true`` waits instead."""
         if decision.fault is Fault.UNAVAILABLE:
             self.metrics.fault("unavailable")
             media_type, text = PROXY_503[decision.pick(len(PROXY_503))]
@@ -180,13 +184,15 @@ class SimServer:
         if not authorized(request, self.config.api_key):
             return Response(status_code=401)
         remaining = self.faults.loading_remaining()
-        if remaining > 0:
-            if request.headers.get("x-wait-for-model", "").lower() in ("true", "1"):
-                await asyncio.sleep(remaining)
-            else:
-                self.metrics.fault("loading")
-                return _json(503, {"error": self._loading_error, "estimated_time": round(remaining, 3)})
-        return None
+        if remaining <= 0:
+            return None
+        if loading is None and request.headers.get("x-wait-for-model", "").lower() in ("true", "1"):
+            await asyncio.sleep(remaining)
+            return None
+        self.metrics.fault("loading")
+        if loading is not None:
+            return loading(remaining)
+        return _json(503, {"error": self._loading_error, "estimated_time": round(remaining, 3)})
 
     def _fail(self, err: TGIError) -> None:
         self.metrics.failure(err.error_type or "unknown")

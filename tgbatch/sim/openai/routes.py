@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tgbatch.sim import wire
-from tgbatch.sim.faults import PROXY_503, RATE_LIMIT_MESSAGE, Decision, Fault, retry_after_header
-from tgbatch.sim.http import Rejection, authorized, read_json
+from tgbatch.sim.faults import Decision, Fault
+from tgbatch.sim.http import Rejection, read_json
 from tgbatch.sim.openai import shape, stream
 from tgbatch.sim.openai.engine import Output, Planned, plan, run
 from tgbatch.sim.openai.flavors import FLAVORS, SGLANG_VERSION, VLLM_VERSION
@@ -84,27 +84,12 @@ class OpenAIRoutes:
         self.server.metrics.failure(error_type)
         return self._json(status, self.flavor.error_body(status, message, error_type))
 
-    async def _gate(self, request: Request, decision: Decision) -> Response | None:
-        """What answers before the handler: a proxy, a gateway's rate limit, auth, a loading model."""
-        s = self.server
-        if decision.fault is Fault.UNAVAILABLE:
-            s.metrics.fault("unavailable")
-            media_type, text = PROXY_503[decision.pick(len(PROXY_503))]
-            return Response(text, status_code=503, media_type=media_type)
-        wait = s.faults.rate_limited()
-        if wait is not None:
-            s.metrics.fault("rate_limit")
-            return self._json(429, {"error": RATE_LIMIT_MESSAGE}, headers={"retry-after": retry_after_header(wait)})
-        if not authorized(request, self.config.api_key):
-            return Response(status_code=401)
-        remaining = s.faults.loading_remaining()
-        if remaining > 0:
-            s.metrics.fault("loading")
-            message = f"Model {self.config.model_id} is currently loading"
-            if self.flavor.name == "tgi":
-                return self._json(503, {"error": message, "estimated_time": round(remaining, 3)})
-            return self._error(503, message, "loading")
-        return None
+    def _loading(self, remaining: float) -> Response:
+        """A loading model's answer in the flavour's shape (TGI's routes share the HF API's body)."""
+        message = f"Model {self.config.model_id} is currently loading"
+        if self.flavor.name == "tgi":
+            return self._json(503, {"error": message, "estimated_time": round(remaining, 3)})
+        return self._error(503, message, "loading")
 
     async def _read(self, request: Request, chat: bool) -> Job:
         tgi = self.flavor.name == "tgi"
@@ -131,7 +116,7 @@ class OpenAIRoutes:
     async def _handle(self, request: Request, *, chat: bool) -> Response:
         arrived = time.perf_counter()
         decision = self.server.faults.decide()
-        early = await self._gate(request, decision)
+        early = await self.server.gate(request, decision, loading=self._loading)
         if early is not None:
             return early
         try:
