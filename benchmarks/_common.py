@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +157,46 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+#: one client's measure: rows/s over the whole process, rows/s excluding start-up, CPU-s per 1,000 rows
+Measure = tuple[float, float, float]
+
+
+def best_of_rounds(names: list[str], rounds: int, measure: Callable[[str], Measure | None]) -> dict[str, Measure]:
+    """Each client measured ``rounds`` times, alternating (so load drifts hit them alike); each one's best round
+    (by whole-process rows/s). A client whose process failed is left out of that round."""
+    results: dict[str, Measure] = {}
+    for round_ in range(rounds):
+        for name in names:
+            measured = measure(name)
+            if measured is None:
+                continue
+            best = results.get(name)
+            if best is None or measured[0] > best[0]:
+                results[name] = measured
+            print(
+                f"round {round_ + 1}: {name}: {measured[0]:.0f} rows/s over the whole process "
+                f"({measured[1]:.0f} excluding start-up), {measured[2]:.2f} CPU-s per 1,000 rows",
+                file=sys.stderr,
+            )
+    return results
+
+
+def print_comparison(results: dict[str, Measure], title: str, goals: str, raw: str = "aiohttp") -> None:
+    """The table of ``results`` and tgbatch's ratio to each peer: goal 1.5x each client, 0.5x the ``raw`` loop."""
+    rows = [[n, f"{w:.0f}", f"{r:.0f}", f"{c:.2f}"] for n, (w, r, c) in results.items()]
+    print(f"\n{title}\n")
+    header = ["client", "rows/s (whole process)", "rows/s (excluding start-up)", "client CPU-s per 1,000 rows"]
+    print(table(rows, header))
+    if "tgbatch" not in results:
+        return
+    print(f"\ntgbatch against each (goal: {goals}):")
+    whole, run, _ = results["tgbatch"]
+    for name, (peer_whole, peer_run, _) in results.items():
+        if name == "tgbatch":
+            continue
+        goal = 0.5 if name == raw else 1.5
+        ratios = (whole / peer_whole, run / peer_run)
+        verdict = "PASS" if min(ratios) >= goal else ("PASS excluding start-up" if ratios[1] >= goal else "MISS")
+        print(f"  / {name}: {ratios[0]:.2f}x whole process, {ratios[1]:.2f}x excluding start-up: {verdict}")

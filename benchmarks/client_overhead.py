@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, run_with_rusage, table, tgbatch_server, write_job, write_prompts
+from _common import best_of_rounds, machine, print_comparison, run_with_rusage, tgbatch_server, write_job, write_prompts
 
 TEMPLATE = "Write one sentence about {topic}."
 
@@ -133,41 +133,16 @@ def main() -> None:
         return
 
     names = args.only or ["tgbatch", *PEERS]
-    results: dict[str, tuple[float, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp, tgbatch_server() as url:
         folder = Path(tmp)
         prompts = write_prompts(folder / "prompts.jsonl", args.rows)
-        for round_ in range(args.rounds):
-            for name in names:
-                measured_ = _measure(name, folder, url, prompts, args)
-                if measured_ is None:
-                    continue
-                best = results.get(name)
-                if best is None or measured_[0] > best[0]:
-                    results[name] = measured_
-                print(
-                    f"round {round_ + 1}: {name}: {measured_[0]:.0f} rows/s over the whole process "
-                    f"({measured_[1]:.0f} excluding start-up), {measured_[2]:.2f} CPU-s per 1,000 rows",
-                    file=sys.stderr,
-                )
-
-    rows = [[n, f"{w:.0f}", f"{r:.0f}", f"{c:.2f}"] for n, (w, r, c) in results.items()]
-    print(
-        f"\nClient overhead: {args.rows} prompts, {args.concurrency} concurrent, {args.max_new_tokens} new tokens, "
-        f"one instant `tgbatch serve`, best of {args.rounds} alternating rounds ({machine()})\n"
+        results = best_of_rounds(names, args.rounds, lambda name: _measure(name, folder, url, prompts, args))
+    print_comparison(
+        results,
+        f"Client overhead: {args.rows} prompts, {args.concurrency} concurrent, {args.max_new_tokens} new tokens, "
+        f"one instant `tgbatch serve`, best of {args.rounds} alternating rounds ({machine()})",
+        ">= 1.5x each peer, >= 0.5x the raw aiohttp loop",
     )
-    header = ["client", "rows/s (whole process)", "rows/s (excluding start-up)", "client CPU-s per 1,000 rows"]
-    print(table(rows, header))
-    if "tgbatch" in results:
-        print("\ntgbatch against each (goal: >= 1.5x each peer, >= 0.5x the raw aiohttp loop):")
-        whole, run, _ = results["tgbatch"]
-        for name, (peer_whole, peer_run, _) in results.items():
-            if name == "tgbatch":
-                continue
-            goal = 0.5 if name == "aiohttp" else 1.5
-            ratios = (whole / peer_whole, run / peer_run)
-            verdict = "PASS" if min(ratios) >= goal else ("PASS excluding start-up" if ratios[1] >= goal else "MISS")
-            print(f"  / {name}: {ratios[0]:.2f}x whole process, {ratios[1]:.2f}x excluding start-up: {verdict}")
 
 
 if __name__ == "__main__":
