@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -54,3 +59,10 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
     for file in sorted(folder.glob("*.parquet")):
         rows.extend(pq.read_table(file).to_pylist())
     return rows
+
+
+def start_tgbatch(*args: str) -> subprocess.Popen[bytes]:
+    """``tgbatch ARGS`` as a process of this checkout's tgbatch (a test kills it, or waits for it), output piped."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [sys.executable, "-m", "tgbatch", *args]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

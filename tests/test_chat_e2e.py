@@ -5,10 +5,8 @@ a SIGKILLed chat job resumed exactly once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,10 @@ from typer.testing import CliRunner
 from tgbatch.cli import _register, app
 
 from ._server_util import live_servers
-from .runner_util import prompts, read_rows, write_job, write_jsonl
+from .runner_util import prompts, read_rows, start_tgbatch, write_job, write_jsonl
 
 _register()
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[1]
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "{{ question }}"}]
 SCHEMA = {
@@ -178,9 +175,7 @@ def test_completions_job_with_a_v1_base_url_against_a_live_server(tmp_path: Path
 
 
 def _start(job: Path, out: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    argv = [sys.executable, "-m", "tgbatch", "run", str(job), "-o", str(out)]
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_tgbatch("run", str(job), "-o", str(out))
 
 
 def _texts(out: Path) -> dict[tuple[str, int], tuple[str, int]]:

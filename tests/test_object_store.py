@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from tgbatch.cli import _register, app
 from tgbatch.errors import OutputError, ResumeError
 
 from ._server_util import free_port
-from .runner_util import write_job
+from .runner_util import start_tgbatch, write_job
 
 s3fs = pytest.importorskip("s3fs", reason="object-store tests need the s3 extra: pip install 'tgbatch[s3]'")
 moto_server = pytest.importorskip("moto.server", reason="object-store tests need moto[server] (the test extra)")
@@ -84,11 +83,7 @@ def _job(tmp_path: Path, rows: int, url: str = "sim://", **output: Any) -> Path:
     return write_job(tmp_path / "job.yaml", job)
 
 
-def _start(*args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tgbatch", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+_start = start_tgbatch
 
 
 def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:

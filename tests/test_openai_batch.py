@@ -5,10 +5,8 @@ in only what it leaves out), custom_id as the row id, bad files refused before a
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,10 @@ from tgbatch.backends.tgi.client import AsyncClient
 from tgbatch.cli import _register, app
 
 from ._server_util import live_servers
-from .runner_util import read_rows, write_job, write_jsonl
+from .runner_util import read_rows, start_tgbatch, write_job, write_jsonl
 
 _register()
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[1]
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 MODEL = "tgbatch/sim"
 
@@ -165,9 +162,7 @@ def test_a_batch_file_takes_no_template_and_its_url_sets_the_api(tmp_path: Path)
 
 
 def _start(job: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    argv = [sys.executable, "-m", "tgbatch", "run", str(job)]
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_tgbatch("run", str(job))
 
 
 @pytest.mark.slow

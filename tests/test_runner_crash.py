@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,27 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from ._server_util import live_servers
-from .runner_util import read_rows, write_job
+from .runner_util import read_rows, start_tgbatch, write_job
 
 # every test here starts processes (tgbatch serve, tgbatch run): `pytest -m 'not slow'` skips them
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 120.0
 
 
-def _cmd(job: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tgbatch", "run", str(job), "-o", str(out), *extra]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
 def _start(job: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        _cmd(job, out, *extra), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    return start_tgbatch("run", str(job), "-o", str(out), *extra)
 
 
 def _committed(out: Path) -> int:
