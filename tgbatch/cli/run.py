@@ -24,6 +24,7 @@ from tgbatch.job.location import Location
 
 if TYPE_CHECKING:
     from tgbatch.runner import RunOptions, RunResult
+    from tgbatch.score.spec import ScoreSpec
 
 #: below Slurm's default KillWait and Kubernetes' default grace period (both 30 s): the drain must end, and the
 #: run commit and exit 130, before SIGKILL (equal to RunOptions.drain_s, which the CLI must not import at start)
@@ -148,7 +149,7 @@ def run_command(
             signal.signal(signum, signal.SIG_IGN)
         code = _report(result, loaded.output_dir)
         if loaded.spec.score is not None and not result.interrupted:
-            _score(loaded.output_dir, shard_ix)
+            _score(loaded.output_dir, loaded.spec.score, shard_ix)
     raise typer.Exit(code)
 
 
@@ -186,18 +187,17 @@ def _run_ray(
     return run_ray(spec, shards, out, address=address, progress=CliProgress())
 
 
-def _score(out: Location, shard: tuple[int, int]) -> None:
+def _score(out: Location, spec: ScoreSpec, shard: tuple[int, int]) -> None:
     """The job's ``score:`` section, over every row written so far (after a resume: all of them). A scoring
     problem does not undo the run: it is said, with the command that scores again once it is fixed."""
     from tgbatch.cli.score import format_scores
     from tgbatch.errors import TGBatchError
-    from tgbatch.score.folder import resolve_spec, score_folder
+    from tgbatch.score.folder import score_folder
 
     if shard[1] > 1:
         typer.echo(f"scores: when every shard is done, run: tgbatch score {_shown(out)}")
         return
     try:
-        spec, _ = resolve_spec(out, None)
         summary = score_folder(out, spec)
     except TGBatchError as exc:
         typer.echo(f"scoring failed: {exc}; fix the score section and run: tgbatch score {_shown(out)}")
